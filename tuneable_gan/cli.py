@@ -1,0 +1,182 @@
+"""``tuneable-gan``: train | validate.
+
+User errors print one line each (``tuneable-gan: error: ...``) and exit 2 with nothing
+half-written: every check runs before the output directory is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tuneable_gan.config import Config, from_dict, load_config, read_yaml
+from tuneable_gan.errors import CheckpointError, ConfigError, Diverged, UserError
+
+EXIT_USER = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+# What --resume may change: none of these alters the run's mathematics.
+RESUMABLE_KEYS = frozenset({"train.steps", "train.eval_every", "train.checkpoint_every",
+                            "train.log_every"})
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tuneable-gan", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one GAN run")
+    t.add_argument("config", help="run config YAML")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. regularizer.weight=100 (repeatable)")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    v = sub.add_parser("validate", help="check a config and print it resolved")
+    v.add_argument("config")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def config_diff(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    a, b = old.flat(), new.flat()
+    return sorted(k for k in a if a[k] != b[k])
+
+
+def _check_out_dir(out: Path, cfg: Config, resume: bool) -> Path | None:
+    """Validate --out against --resume; the checkpoint to resume from, if any."""
+    from tuneable_gan.checkpoint import CheckpointStore
+
+    stored = out / "config.yaml"
+    if not resume:
+        if stored.exists():
+            raise UserError(f"--out {out} holds a run already; pass --resume to continue it, "
+                            "or choose another --out")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserError(f"--out {out} is not an empty directory; choose another --out")
+        return None
+    if not stored.is_file():
+        raise CheckpointError(f"--resume: {out} holds no run (no config.yaml); "
+                              "drop --resume to start one")
+    try:
+        old = from_dict(read_yaml(stored))
+    except ConfigError as e:
+        raise CheckpointError(f"--resume: stored {stored} is invalid: {e.problems[0]}") from None
+    changed = [k for k in config_diff(old, cfg) if k not in RESUMABLE_KEYS]
+    if changed:
+        raise UserError(f"--resume: {out} holds a different run; these keys differ from its "
+                        f"config: {', '.join(changed)} (only {', '.join(sorted(RESUMABLE_KEYS))} "
+                        "may change)")
+    latest = CheckpointStore(out).latest()
+    if latest is None:
+        raise CheckpointError(f"--resume: {out} has no checkpoint to resume from")
+    return latest
+
+
+def _append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "a") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from, so the log matches the state."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines()
+            if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    os.replace(tmp, path)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run (or resume) one training run; see the module docstring for the exit codes."""
+    from tqdm import tqdm
+
+    from tuneable_gan.checkpoint import CheckpointStore, read_checkpoint
+    from tuneable_gan.trainer import GANTrainer
+    from tuneable_gan.viz import save_samples
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    ckpt = _check_out_dir(out, cfg, args.resume)
+    trainer = GANTrainer(cfg)
+    if ckpt is not None:
+        state, _ = read_checkpoint(ckpt, map_location=trainer.device)
+        trainer.load_state_dict(state)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(cfg.to_yaml())
+    (out / "run.json").write_text(json.dumps({
+        "regularizer": {"name": cfg.regularizer.name, **trainer.reg.describe()},
+        "device": str(trainer.device)}, indent=1))
+    log = out / "metrics.jsonl"
+    _truncate_log(log, trainer.step)
+    store = CheckpointStore(out)
+    tc = cfg.train
+    bar = tqdm(total=tc.steps, initial=trainer.step, disable=args.quiet, unit="step",
+               dynamic_ncols=True)
+    t0, s0, code = time.perf_counter(), trainer.step, 0
+    try:
+        while trainer.step < tc.steps:
+            m = trainer.train_step()
+            bar.update(1)
+            if trainer.step % tc.log_every == 0 or trainer.step == tc.steps:
+                now = time.perf_counter()
+                m["steps_per_s"] = (trainer.step - s0) / max(now - t0, 1e-9)
+                t0, s0 = now, trainer.step
+                _append_jsonl(log, [m | {"diverged": False}])
+                bar.set_postfix(d=f"{m['d_loss']:.3f}", g=f"{m['g_loss']:.3f}",
+                                dig=f"{m.get('dig', float('nan')):.3g}")
+            if trainer.step % tc.checkpoint_every == 0 or trainer.step == tc.steps:
+                store.save(trainer.step, trainer.state_dict(), cfg)
+    except Diverged as e:
+        _append_jsonl(log, [{"step": e.step, "diverged": True, **e.values}])
+        print(f"tuneable-gan: {e}; the run stopped (last checkpoint: {store.latest()})",
+              file=sys.stderr)
+        code = EXIT_DIVERGED
+    except KeyboardInterrupt:
+        store.save(trainer.step, trainer.state_dict(), cfg)
+        print(f"tuneable-gan: interrupted at step {trainer.step}; checkpoint saved, continue "
+              f"with --resume", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    finally:
+        bar.close()
+    save_samples(trainer.samples(64), out / "samples.png",
+                 real=trainer.data.images if trainer.data.images.dim() == 2 else None)
+    return code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a config (schema and availability) and print it resolved."""
+    from tuneable_gan.trainer import check_available
+
+    cfg = load_config(args.config, args.overrides)
+    check_available(cfg)
+    print(cfg.to_yaml(), end="")
+    print(f"# {args.config}: valid", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "validate": cmd_validate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tuneable-gan`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        for line in e.problems:
+            print(f"tuneable-gan: error: {line}", file=sys.stderr)
+        return EXIT_USER
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""The run config: frozen dataclasses in sections, YAML loading, dotted overrides, validation.
+
+YAML keys are dotted paths into the sections (``regularizer.weight``). Every field declares its
+constraint in its metadata, so validation, error messages and the docs come from one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from tuneable_gan.errors import ConfigError
+
+DIFFAUGMENT_OPS = ("color", "translation", "cutout", "brightness", "saturation", "contrast")
+
+
+def _choice(default: str, *values: str, doc: str = "") -> Any:
+    return field(default=default, metadata={"choices": (default, *values), "doc": doc})
+
+
+def _num(default: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+         hi_open: bool = False, doc: str = "") -> Any:
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open,
+                                            "hi_open": hi_open, "doc": doc})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which real data, how much of it, and at what size."""
+
+    name: str = _choice("digits", "toy2pt", "faces100", "cifar10", "cifar100", "folder")
+    root: Optional[str] = None
+    fraction: float = _num(1.0, 0.0, 1.0, lo_open=True, doc="share of the train split used")
+    subset_seed: int = _num(0, 0)
+    resolution: int = _num(16, 4, 256)
+    flip: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Generator and discriminator architecture."""
+
+    arch: str = _choice("dcgan", "toy", "sngan", "biggan")
+    z_dim: int = _num(64, 1)
+    g_ch: int = _num(32, 1)
+    d_ch: int = _num(32, 1)
+    conditional: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Adversarial loss."""
+
+    name: str = _choice("hinge", "ns")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizers, batch, D steps per G step, and the generator EMA.
+
+    ``name`` and ``momentum`` extend DESIGN.md: the paper's toy study trains with SGD + momentum.
+    """
+
+    name: str = _choice("adam", "sgd")
+    g_lr: float = _num(2e-4, 0.0, lo_open=True)
+    d_lr: float = _num(2e-4, 0.0, lo_open=True)
+    betas: tuple[float, float] = (0.0, 0.999)
+    momentum: float = _num(0.9, 0.0, 1.0, hi_open=True)
+    batch_size: int = _num(32, 1)
+    d_steps: int = _num(1, 1)
+    g_ema: float = _num(0.999, 0.0, 1.0, hi_open=True, doc="decay; 0 means G_ema = G")
+    g_ema_start: int = _num(0, 0)
+
+
+@dataclass(frozen=True)
+class RegularizerConfig:
+    """The D regularizer. ``None`` for weight, ema and start means the method's paper default."""
+
+    name: str = _choice("none", "diggan", "lecam", "r1", "r2", "gp", "dragan")
+    weight: Optional[float] = _num(None, 0.0)
+    ema: Optional[float] = _num(None, 0.0, 1.0, hi_open=True, doc="weight on history, beta < 1")
+    pairing: str = _choice("random", "same_class", "magnitude")
+    every: Optional[str] = field(default=None, metadata={
+        "choices": ("first", "all"), "doc": "which of the d_steps D steps carry the penalty"})
+    start: Optional[int] = _num(None, 0)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Differentiable augmentation (pixels) and AdvAug (features)."""
+
+    diffaugment: str = ""
+    advaug: str = _choice("off", "d", "g", "gd")
+    advaug_step: float = _num(0.01, 0.0, lo_open=True)
+    advaug_mode: str = _choice("code_increase_logit", "worst_case")
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """Lottery-ticket sparsity of G's conv weights."""
+
+    level: float = _num(0.0, 0.0, 1.0, hi_open=True)
+    per_round: float = _num(0.2, 0.0, 1.0, lo_open=True, hi_open=True)
+    rewind: str = _choice("init")
+    mask_from: str = _choice("g", "g_ema")
+    round_steps: Optional[int] = _num(None, 1, doc="G steps per ticket-finding round")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Length, cadence (all in G steps), seed and device."""
+
+    steps: int = _num(2000, 1)
+    eval_every: int = _num(500, 1)
+    checkpoint_every: int = _num(500, 1)
+    log_every: int = _num(10, 1)
+    seed: int = _num(0, 0)
+    device: str = _choice("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol. The YAML key ``is`` maps to the field ``is_`` (a Python keyword)."""
+
+    extractor: str = _choice("digits", "inception", "toy")
+    extractor_weights: Optional[str] = None
+    num_samples: int = _num(2000, 2)
+    reference: str = _choice("train", "test")
+    kid: bool = False
+    is_: bool = True
+    batch_size: int = _num(250, 1)
+    seed: int = _num(0, 0, doc="latent seed: same weights, same number")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A complete, validated run config."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain dict with YAML key names (``eval.is``), tuples as lists."""
+        out: dict[str, dict[str, Any]] = {}
+        for sec in dataclasses.fields(self):
+            obj = getattr(self, sec.name)
+            out[sec.name] = {_yaml_key(f.name): _plain(getattr(obj, f.name))
+                             for f in dataclasses.fields(obj)}
+        return out
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, the form sweeps and analysis use."""
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+    def to_yaml(self) -> str:
+        """YAML text that ``load_config`` reads back into an equal Config."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **dotted: Any) -> Config:
+        """A validated copy with dotted keys changed: ``cfg.replace(**{"train.steps": 10})``."""
+        return from_dict(self.flat() | dotted)
+
+
+SECTIONS: dict[str, type] = {f.name: get_type_hints(Config)[f.name]
+                             for f in dataclasses.fields(Config)}
+
+
+def _yaml_key(name: str) -> str:
+    return name.rstrip("_")
+
+
+def _field_key(name: str) -> str:
+    return "is_" if name == "is" else name
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key the schema accepts."""
+    return [f"{s}.{_yaml_key(f.name)}" for s, cls in SECTIONS.items()
+            for f in dataclasses.fields(cls)]
+
+
+def flatten(d: dict[str, Any]) -> dict[str, Any]:
+    """Nested sections (``{data: {fraction: 0.1}}``) or dotted keys -> dotted keys."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and "." not in str(k):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[str(k)] = v
+    return out
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.6)
+    if not close:
+        tail = key.rsplit(".", 1)[-1]
+        close = [k for k in valid_keys() if k.rsplit(".", 1)[-1] == tail][:1]
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _fmt(v: Any) -> str:
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def _check_value(key: str, typ: Any, meta: Any, v: Any) -> tuple[Any, list[str]]:
+    """Coerce ``v`` to the field type and check its constraint; (value, problems)."""
+    optional = get_origin(typ) is Union and type(None) in get_args(typ)
+    if optional:
+        if v is None:
+            return None, []
+        typ = next(a for a in get_args(typ) if a is not type(None))
+    if typ is bool:
+        if not isinstance(v, bool):
+            return v, [f"{key} must be true or false, got {_fmt(v)}"]
+    elif typ is int:
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            return v, [f"{key} must be an integer, got {_fmt(v)}"]
+    elif typ is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return v, [f"{key} must be a number, got {_fmt(v)}"]
+        v = float(v)
+        if not math.isfinite(v):
+            return v, [f"{key} must be finite, got {v}"]
+    elif typ is str:
+        if not isinstance(v, str):
+            return v, [f"{key} must be a string, got {_fmt(v)}"]
+    elif get_origin(typ) is tuple:
+        ok = (isinstance(v, (list, tuple)) and len(v) == 2
+              and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in v))
+        if not ok or not all(0.0 <= b < 1.0 for b in v):
+            return v, [f"{key} must be two numbers in [0, 1), got {_fmt(v)}"]
+        return tuple(float(b) for b in v), []
+    choices = meta.get("choices")
+    if choices and v not in choices:
+        return v, [f"{key} must be one of {', '.join(choices)}; got {_fmt(v)}"]
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None or hi is not None:
+        bad_lo = lo is not None and (v <= lo if meta["lo_open"] else v < lo)
+        bad_hi = hi is not None and (v >= hi if meta["hi_open"] else v > hi)
+        if bad_lo or bad_hi:
+            left = "(" if meta["lo_open"] else "["
+            right = ")" if meta["hi_open"] else "]"
+            rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+            return v, [f"{key} must be in {rng}, got {v}"]
+    return v, []
+
+
+def _cross_checks(cfg: Config) -> list[str]:
+    """Constraints that span fields."""
+    problems = []
+    if cfg.regularizer.pairing == "same_class" and not cfg.model.conditional:
+        problems.append("regularizer.pairing=same_class needs model.conditional=true "
+                        "(an unconditional G has no class to pair by)")
+    ops = [op.strip() for op in cfg.augment.diffaugment.split(",") if op.strip()]
+    for op in ops:
+        if op not in DIFFAUGMENT_OPS:
+            problems.append(f"augment.diffaugment: unknown op {op!r}; valid ops: "
+                            f"{', '.join(DIFFAUGMENT_OPS)} (comma-separated, '' = off)")
+    if (cfg.model.arch == "toy") != (cfg.data.name == "toy2pt"):
+        problems.append("model.arch=toy and data.name=toy2pt go together "
+                        f"(got model.arch={cfg.model.arch}, data.name={cfg.data.name})")
+    if cfg.data.name == "toy2pt" and ops:
+        problems.append("augment.diffaugment works on images; data.name=toy2pt is 1-D, use ''")
+    return problems
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Build a validated Config from nested or dotted keys; ConfigError lists every problem."""
+    flat = flatten(d)
+    problems: list[str] = []
+    values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, v in flat.items():
+        sec, _, name = key.partition(".")
+        cls = SECTIONS.get(sec)
+        fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
+        f = fields.get(_field_key(name))
+        if f is None:
+            problems.append(f"unknown key '{key}'{_suggest(key)}")
+            continue
+        typ = get_type_hints(cls)[f.name]
+        v, bad = _check_value(key, typ, f.metadata, v)
+        problems += bad
+        values[sec][f.name] = v
+    if problems:
+        raise ConfigError(problems)
+    cfg = Config(**{s: SECTIONS[s](**kw) for s, kw in values.items()})
+    problems = _cross_checks(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"regularizer.weight=100"`` -> ("regularizer.weight", 100); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from a file, with one-line errors for a missing or malformed file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}:{where} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of config sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults) and apply ``key=value`` overrides, then validate."""
+    flat = flatten(read_yaml(path)) if path is not None else {}
+    for text in overrides or []:
+        k, v = parse_override(text)
+        flat[k] = v
+    return from_dict(flat)

@@ -1,0 +1,33 @@
+"""Generator/discriminator architectures, looked up by ``model.arch`` in the ``MODELS`` registry.
+
+Each builder maps ``(ModelConfig, DataSpec)`` to ``(G, D)``; see ``base.Generator`` and
+``base.Discriminator`` for the interface every pair follows (including the stem/rest and
+trunk/head splits AdvAug uses).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tuneable_gan.config import ModelConfig
+from tuneable_gan.errors import ConfigError
+from tuneable_gan.models import dcgan, toy  # noqa: F401  (imported so they register)
+from tuneable_gan.models.base import MODELS, DataSpec, Discriminator, Generator
+
+__all__ = ["MODELS", "DataSpec", "Discriminator", "Generator", "build_models"]
+
+
+def build_models(cfg: ModelConfig, spec: DataSpec) -> tuple[nn.Module, nn.Module]:
+    """(G, D) for ``cfg.arch``.
+
+    Raises ConfigError (one line naming the key and the valid values) for an arch that is not
+    implemented, ``model.conditional=true`` on unlabelled data, or a data shape the arch does not
+    support (e.g. dcgan at a resolution other than 8, 16, 32).
+    """
+    if cfg.arch not in MODELS:
+        raise ConfigError(f"model.arch={cfg.arch} is not available; valid values: "
+                          f"{', '.join(MODELS.names())}")
+    if cfg.conditional and spec.num_classes == 0:
+        raise ConfigError("model.conditional=true needs labelled data, but this data set has no "
+                          "classes (num_classes=0); valid value here: false")
+    return MODELS.get(cfg.arch)(cfg, spec)
