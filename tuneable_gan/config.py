@@ -226,6 +226,12 @@ def _check_value(key: str, typ: Any, meta: Any, v: Any) -> tuple[Any, list[str]]
         if v is None:
             return None, []
         typ = next(a for a in get_args(typ) if a is not type(None))
+    if typ in (int, float) and isinstance(v, str):
+        # PyYAML (YAML 1.1) reads "1e5" as a string; researchers write lambdas that way.
+        try:
+            v = float(v)
+        except ValueError:
+            pass
     if typ is bool:
         if not isinstance(v, bool):
             return v, [f"{key} must be true or false, got {_fmt(v)}"]
