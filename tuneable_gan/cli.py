@@ -37,9 +37,21 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    v = sub.add_parser("validate", help="check a config and print it resolved")
-    v.add_argument("config")
+    v = sub.add_parser("validate", help="check a run config or a search space")
+    v.add_argument("config", help="run config YAML, or a search-space YAML (has 'space:')")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    s = sub.add_parser("sweep", help="run a search space as a Ray Tune experiment")
+    s.add_argument("space", help="search-space YAML (see search_spaces/)")
+    s.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    s.add_argument("--storage", help="experiment storage: a path or a URI such as s3://b/p")
+    s.add_argument("--name", help="experiment name (default: the space's name)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a base-config key or a tune.* key (repeatable)")
+    s.add_argument("--smoke", action="store_true",
+                   help="shrink steps, trials and grids to try any space in about a minute")
+    r = sub.add_parser("resume", help="continue an interrupted sweep")
+    r.add_argument("experiment", help="the experiment directory (<storage>/<name>)")
+    r.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     return p
 
 
@@ -96,6 +108,12 @@ def _truncate_log(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def _eval_line(m: dict[str, Any]) -> str:
+    shown = [k for k in ("fid", "fid_best", "is_mean", "kid", "modes_covered", "w1", "w1_best")
+             if k in m]
+    return f"step {m['step']}: " + "  ".join(f"{k}={m[k]:.4g}" for k in shown)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Run (or resume) one training run; see the module docstring for the exit codes."""
     from tqdm import tqdm
@@ -108,6 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ckpt = _check_out_dir(out, cfg, args.resume)
     trainer = GANTrainer(cfg)
+    trainer.evaluator  # noqa: B018  (built now: its errors must come before anything is written)
     if ckpt is not None:
         state, _ = read_checkpoint(ckpt, map_location=trainer.device)
         trainer.load_state_dict(state)
@@ -127,10 +146,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         while trainer.step < tc.steps:
             m = trainer.train_step()
             bar.update(1)
-            if trainer.step % tc.log_every == 0 or trainer.step == tc.steps:
+            evaluate = trainer.step % tc.eval_every == 0 or trainer.step == tc.steps
+            if evaluate or trainer.step % tc.log_every == 0:
                 now = time.perf_counter()
                 m["steps_per_s"] = (trainer.step - s0) / max(now - t0, 1e-9)
-                t0, s0 = now, trainer.step
+                if evaluate:
+                    m.update(trainer.evaluate())
+                    if trainer.best["step"] == trainer.step:
+                        store.save_best(trainer.state_dict(), cfg)
+                    bar.write(_eval_line(m))
+                t0, s0 = time.perf_counter(), trainer.step
                 _append_jsonl(log, [m | {"diverged": False}])
                 bar.set_postfix(d=f"{m['d_loss']:.3f}", g=f"{m['g_loss']:.3f}",
                                 dig=f"{m.get('dig', float('nan')):.3g}")
@@ -153,18 +178,73 @@ def cmd_train(args: argparse.Namespace) -> int:
     return code
 
 
+def _is_space(path: str) -> bool:
+    return "space" in read_yaml(path)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check a config (schema and availability) and print it resolved."""
+    """Check a run config or a search space (schema and availability) and summarise it."""
     from tuneable_gan.trainer import check_available
 
-    cfg = load_config(args.config, args.overrides)
-    check_available(cfg)
-    print(cfg.to_yaml(), end="")
-    print(f"# {args.config}: valid", file=sys.stderr)
+    if not _is_space(args.config):
+        cfg = load_config(args.config, args.overrides)
+        check_available(cfg)
+        print(cfg.to_yaml(), end="")
+        print(f"# {args.config}: valid", file=sys.stderr)
+        return 0
+    from tuneable_gan.tune.space import load_space
+
+    spec = load_space(args.config).with_overrides(args.overrides)
+    check_available(spec.base)
+    print(f"{spec.name}: {spec.expected_trials()} trials "
+          f"(search {spec.tune.search}, seeds {spec.seeds}, scheduler {spec.tune.scheduler.name})")
+    for k, v in spec.axes.items():
+        print(f"  {k}: {v}")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate}
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a search space with Ray Tune and print where the results are."""
+    from tuneable_gan.trainer import check_available
+    from tuneable_gan.tune.launch import experiment_path, run_sweep
+    from tuneable_gan.tune.space import load_space
+
+    overrides = list(args.overrides)
+    if args.storage:
+        overrides.append(f"tune.storage={args.storage}")
+    spec = load_space(args.space).with_overrides(overrides)
+    if args.name:
+        spec = spec.with_overrides([f"name={args.name}"])
+    if args.smoke:
+        spec = spec.smoke()
+    check_available(spec.base)
+    results = run_sweep(spec, address=args.address)
+    return _summarise(results, experiment_path(spec), spec.tune.metric, spec.tune.mode)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue an interrupted sweep from its trials' checkpoints."""
+    from tuneable_gan.tune.launch import resume_sweep
+
+    results, spec = resume_sweep(args.experiment, address=args.address)
+    return _summarise(results, args.experiment, spec.tune.metric, spec.tune.mode)
+
+
+def _summarise(results: Any, path: str, metric: str, mode: str) -> int:
+    errors = results.num_errors
+    print(f"experiment: {path}")
+    print(f"trials: {len(results)}, errored: {errors}")
+    try:
+        best = results.get_best_result(metric=metric, mode=mode, scope="all")
+        shown = {k: v for k, v in best.config.items() if not k.startswith("__")}
+        print(f"best {metric}: {best.metrics.get(metric)} with {shown}")
+    except (RuntimeError, KeyError, ValueError):
+        print(f"no trial reported {metric}")
+    return 1 if errors else 0
+
+
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "sweep": cmd_sweep,
+            "resume": cmd_resume}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,7 @@ from tuneable_gan.registry import Registry
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 DIGITS_FIDELITY_NAME = "tgan-digits-cnn"
 DIGITS_FEATURES = "128"
+DIGIT_CLASSES = 10  # output DIGIT_CLASSES is "not a digit"
 # Digits are 8x8 at heart; 16 keeps every stroke and makes the classifier cheap on 2 CPUs.
 DIGITS_RESOLUTION = 16
 TOY_METRICS_VERSION = "v1"
@@ -51,15 +52,17 @@ TOY_METRICS_VERSION = "v1"
 class DigitsRecipe:
     """Everything that determines the digits classifier's weights; its hash names the file."""
 
-    version: int = 1
-    arch: str = "c32-c32-pool-c64-pool-fc128-fc10nobias"
+    version: int = 3
+    arch: str = "c32-c32-pool-c64-pool-fc128-fc11nobias"
     resolution: int = DIGITS_RESOLUTION
     data: str = "digits-train"
-    epochs: int = 20
+    epochs: int = 14
     batch_size: int = 64
     lr: float = 2e-3
     seed: int = 0
     shift: int = 1
+    junk_weight: float = 0.5
+    junk: str = "uniform-pixels+bilinear-4x4"
 
 
 DIGITS_RECIPE = DigitsRecipe()
@@ -84,24 +87,39 @@ def short_hash(data: bytes) -> str:
 
 
 class DigitsCNN(nn.Module):
-    """Gray 16x16 digits -> 128 penultimate features -> 10 logits.
+    """Gray 16x16 digits -> 128 penultimate features -> 11 logits: ten digits and "not a digit".
 
     The last layer has no bias, so torch-fidelity's ``logits_unbiased`` (Inception's IS input,
-    the fc without its bias) is exactly this classifier's logits.
+    the fc without its bias) is exactly this classifier's logits. ``feature_scale`` makes the
+    features unit-RMS on the train split, so FID and KID land in familiar ranges.
     """
+
+    feature_scale: Tensor
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(
+        self.trunk = nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
             nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(),
         )
-        self.fc = nn.Linear(128, 10, bias=False)
+        self.fc = nn.Linear(128, DIGIT_CLASSES + 1, bias=False)
+        self.register_buffer("feature_scale", torch.ones(()))
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate features (FID/KID) of preprocessed images (see ``preprocess_digits``)."""
+        return self.trunk(x) * self.feature_scale
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits for preprocessed images (see ``preprocess_digits``)."""
+        """Logits of preprocessed images."""
         return self.fc(self.features(x))
+
+    @torch.no_grad()
+    def normalise_features(self, x: Tensor) -> None:
+        """Set ``feature_scale`` so the features of ``x`` are unit-RMS; the logits do not change."""
+        rms = self.features(x).pow(2).mean().sqrt()
+        self.feature_scale /= rms
+        self.fc.weight *= rms
 
 
 def preprocess_digits(x: Tensor) -> Tensor:
@@ -120,20 +138,50 @@ def _shift(x: Tensor, gen: torch.Generator, s: int) -> Tensor:
     # Random +-s pixel translations: generated digits are never perfectly centred.
     n, _, h, w = x.shape
     padded = F.pad(x, (s, s, s, s), value=-1.0)
-    dx = torch.randint(0, 2 * s + 1, (n,), generator=gen)
-    dy = torch.randint(0, 2 * s + 1, (n,), generator=gen)
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    offset = torch.randint(0, (2 * s + 1) ** 2, (n,), generator=gen)
+    out = torch.empty_like(x)
+    for k in offset.unique().tolist():
+        dy, dx = divmod(k, 2 * s + 1)
+        rows = offset == k
+        out[rows] = padded[rows, :, dy:dy + h, dx:dx + w]
+    return out
+
+
+def _junk(n: int, gen: torch.Generator) -> Tensor:
+    # Per-pixel noise and smooth blobs: what an untrained or collapsed G draws.
+    r = DIGITS_RESOLUTION
+    pixels = torch.rand(n // 2, 1, r, r, generator=gen) * 2 - 1
+    blobs = torch.rand(n - n // 2, 1, 4, 4, generator=gen) * 2 - 1
+    blobs = F.interpolate(blobs, size=(r, r), mode="bilinear", align_corners=False)
+    return torch.cat([pixels, blobs])
 
 
 def train_digits_classifier() -> tuple[DigitsCNN, float]:
     """Train ``DigitsCNN`` by ``DIGITS_RECIPE`` on the digits train split; (model, test accuracy).
 
-    Runs on CPU with its own seeded generator inside ``fork_rng``: the same recipe gives the same
-    weights on a machine, and the caller's global RNG (a training run's) is left untouched.
+    An 11th class, "not a digit", is trained on noise images, so noise gets IS ~1 (a plain
+    10-class net called uniform noise digits: IS 2.2) and IS cannot reward garbage. A class, not
+    a push towards the uniform prediction: that push taught the net to zero its features on
+    noise, and every noisy G then had the same FID.
+    Runs on CPU, one thread (the thread count changes the float sums, hence the weights), with
+    its own seeded generator inside ``fork_rng``: the same recipe gives the same weights on a
+    machine, and the caller's global RNG (a training run's) is left untouched.
     """
-    r = DIGITS_RECIPE
     x, y = _digits_split("train")
     xt, yt = _digits_split("test")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = _fit(x, y)
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        acc = float((net(xt).argmax(1) == yt).float().mean())
+    return net, acc
+
+
+def _fit(x: Tensor, y: Tensor) -> DigitsCNN:
+    r = DIGITS_RECIPE
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(r.seed)
         gen = torch.Generator().manual_seed(r.seed)
@@ -144,13 +192,15 @@ def train_digits_classifier() -> tuple[DigitsCNN, float]:
             for i in range(0, len(x), r.batch_size):
                 idx = perm[i:i + r.batch_size]
                 loss = F.cross_entropy(net(_shift(x[idx], gen, r.shift)), y[idx])
+                junk = _junk(len(idx) // 2, gen)
+                target = torch.full((len(junk),), DIGIT_CLASSES)
+                loss = loss + r.junk_weight * F.cross_entropy(net(junk), target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
     net.eval().requires_grad_(False)
-    with torch.no_grad():
-        acc = float((net(xt).argmax(1) == yt).float().mean())
-    return net, acc
+    net.normalise_features(x)
+    return net
 
 
 def digits_classifier_path(cache_dir: Path) -> Path:

@@ -41,6 +41,7 @@ import torch_fidelity
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torch_fidelity.generative_model_base import GenerativeModelBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from tuneable_gan.config import DataConfig, EvalConfig
 from tuneable_gan.data import RealData, load_data
@@ -181,7 +182,10 @@ class _Images(Dataset):
 def _evaluating(G: nn.Module, device: torch.device) -> Iterator[None]:
     # fork_rng: DataLoader and friends draw from the global RNG, and a trainer's resumed run
     # (reference already cached) must see the same RNG stream as its straight run.
-    devices = [device.index or 0] if device.type == "cuda" else []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    else:
+        devices = []
     was_training = G.training
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         G.eval()
@@ -245,7 +249,8 @@ class Evaluator:
         gen = torch.Generator().manual_seed(self.eval_cfg.seed)
         n = self.eval_cfg.num_samples
         z = G.sample_z(n, gen, "cpu")  # type: ignore[operator]
-        y = torch.randint(0, int(G.num_classes), (n,), generator=gen) if G.conditional else None
+        conditional = bool(getattr(G, "conditional", False))
+        y = torch.randint(0, int(G.num_classes), (n,), generator=gen) if conditional else None
         return z.cpu(), y
 
     def _toy_metrics(self, G: nn.Module, z: Tensor, y: Optional[Tensor]) -> dict[str, float]:
@@ -302,15 +307,11 @@ class Evaluator:
         """Whether the real statistics (and features, for IS/KID) are in our cache."""
         if self.extractor.fidelity_name is None:
             return True
-        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-
         fe = self.extractor.fidelity_name
-        cls = FEATURE_EXTRACTORS_REGISTRY[fe]
-        layers = {cls.get_default_feature_layer_for_metric("fid")}
-        files = [f"{self.cache_name}-{fe}-stat-fid-{next(iter(layers))}.pt"]
+        layer = FEATURE_EXTRACTORS_REGISTRY[fe].get_default_feature_layer_for_metric
+        files = [f"{self.cache_name}-{fe}-stat-fid-{layer('fid')}.pt"]
         if self.eval_cfg.is_ or self.eval_cfg.kid:
-            # torch-fidelity then caches per-layer features of the whole requested group.
-            if self.eval_cfg.is_:
-                layers.add(cls.get_default_feature_layer_for_metric("isc"))
-            files += [f"{self.cache_name}-{fe}-features-{la}.pt" for la in layers]
+            # Then torch-fidelity caches the features of every requested layer (KID's is FID's).
+            layers = {layer("fid"), layer("isc")} if self.eval_cfg.is_ else {layer("fid")}
+            files += [f"{self.cache_name}-{fe}-features-{la}.pt" for la in sorted(layers)]
         return all((self.fidelity_cache / f).is_file() for f in files)

@@ -20,6 +20,7 @@ from tuneable_gan.config import Config
 from tuneable_gan.data import RealData, Sampler, load_data
 from tuneable_gan.errors import ConfigError, Diverged
 from tuneable_gan.losses import LOSSES
+from tuneable_gan.metrics import Evaluator
 from tuneable_gan.models import MODELS, DataSpec, build_models
 from tuneable_gan.regularizers import REGULARIZERS, DBatch, input_grad_norms
 
@@ -79,6 +80,7 @@ class GANTrainer:
         self.step = 0
         self.images_seen = 0
         self.best: dict[str, Any] = {}
+        self._evaluator: Evaluator | None = None
 
     def _optimizer(self, net: nn.Module, lr: float) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -193,6 +195,30 @@ class GANTrainer:
             raise Diverged(self.step, bad)
         metrics.update(step=self.step, images_seen=self.images_seen, sparsity=0.0)
         return metrics
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    @property
+    def evaluator(self) -> Evaluator:
+        """The run's Evaluator, built on first use (it may train or load an extractor)."""
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.cfg.eval, self.cfg.data, self.device)
+        return self._evaluator
+
+    def evaluate(self) -> dict[str, Any]:
+        """Metrics of G_ema (fixed latent seed: same weights, same numbers), plus the best so far.
+
+        The best is tracked on ``fid`` (``w1`` for the 1-D toy), lower is better, and stored in the
+        checkpoint; ``<metric>_best`` and ``best_step`` are added to the result.
+        """
+        m = dict(self.evaluator(self.G_ema))
+        key = "fid" if "fid" in m else "w1"
+        value = float(m[key])
+        if not self.best or value < self.best["value"]:
+            self.best = {"metric": key, "value": value, "step": self.step}
+        m[f"{key}_best"] = self.best["value"]
+        m["best_step"] = self.best["step"]
+        return m
 
     # -- samples and state ----------------------------------------------------------------------
 

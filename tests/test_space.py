@@ -1,0 +1,542 @@
+"""Search spaces: loading, expansion, Tune param_space, overrides, smoke, and every bad-input rule.
+
+No Ray cluster: Tune domains and variant generation work without ``ray.init``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tuneable_gan.config import from_dict
+from tuneable_gan.errors import ConfigError
+from tuneable_gan.tune.space import (
+    METRICS,
+    SAMPLE_KEY,
+    TiedSample,
+    expand_grid,
+    load_space,
+)
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+BASE = {"data": {"name": "digits", "fraction": 0.1}, "model": {"arch": "dcgan"},
+        "regularizer": {"name": "diggan"},
+        "train": {"steps": 300, "eval_every": 100, "checkpoint_every": 100}}
+VALID = {
+    "name": "t",
+    "base": BASE,
+    "space": {"regularizer.weight": {"loguniform": [1.0, 1.0e5]},
+              "regularizer.pairing": {"grid": ["random", "magnitude"]},
+              "regularizer.ema": {"choice": [0.0, 0.5, 0.9]},
+              "optim.g_lr": {"uniform": [1.0e-4, 4.0e-4]},
+              "optim.d_steps": {"randint": [1, 4]},
+              "train.seed": {"seeds": 3}},
+    "tune": {"search": "random", "num_samples": 4,
+             "scheduler": {"asha": {"grace_period": 1, "reduction_factor": 3}}},
+}
+GRID = {"name": "g", "base": BASE,
+        "space": {"regularizer.weight": {"grid": [10.0, 100.0]},
+                  "regularizer.pairing": {"grid": ["random", "magnitude"]},
+                  "train.seed": {"seeds": 2}},
+        "tune": {"search": "grid"}}
+
+
+def write(tmp_path: Path, doc: dict, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+def load(tmp_path: Path, doc: dict):
+    return load_space(write(tmp_path, doc))
+
+
+def problems(tmp_path: Path, doc: dict) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, doc)
+    return e.value.problems
+
+
+# --- shipped spaces -------------------------------------------------------------------------
+
+SHIPPED = {"quickstart": 8, "diggan_lambda": 18, "pairing": 18, "ema": 12, "data_fraction": 24,
+           "toy_attractors": 50}
+
+
+def test_every_shipped_space_is_tested():
+    assert {p.stem for p in SPACES.glob("*.yaml")} == set(SHIPPED)
+
+
+@pytest.mark.parametrize("stem,trials", SHIPPED.items())
+def test_shipped_space_loads_with_hand_counted_trials(stem, trials):
+    spec = load_space(SPACES / f"{stem}.yaml")
+    assert spec.expected_trials() == trials
+    assert len(expand_grid(spec)) == trials
+    for params in expand_grid(spec)[:3]:
+        spec.trial_config(params)
+    small = spec.smoke()
+    assert small.base.train.steps <= 40 and small.seeds == 1
+    assert small.expected_trials() <= 4
+
+
+def test_quickstart_shape():
+    spec = load_space(SPACES / "quickstart.yaml")
+    assert spec.name == "quickstart" and spec.seeds == 2
+    assert spec.base.data.fraction == 0.1 and spec.base.augment.diffaugment
+    assert spec.tune.scheduler.name == "asha" and spec.tune.search == "random"
+    assert spec.reports_per_trial() == 6
+
+
+def test_toy_space_uses_toy_metric_and_reference_optimizer():
+    spec = load_space(SPACES / "toy_attractors.yaml")
+    b = spec.base
+    assert (b.data.name, b.model.arch, b.loss.name, b.optim.name) == ("toy2pt", "toy", "ns", "sgd")
+    assert (b.optim.g_lr, b.optim.d_lr, b.optim.momentum, b.optim.d_steps) == (1e-2, 1e-2, 0.9, 10)
+    assert (spec.tune.metric, spec.tune.mode, spec.tune.scheduler.name) == (
+        "modes_covered", "max", "fifo")
+    assert spec.seed_values() == list(range(10))
+
+
+# --- expansion and param_space --------------------------------------------------------------
+
+def test_grid_and_seeds_expand_to_the_explicit_trial_set(tmp_path):
+    spec = load(tmp_path, GRID)
+    assert spec.expected_trials() == 8
+    expected = [{"regularizer.weight": w, "regularizer.pairing": p, "train.seed": s}
+                for s in (0, 1) for w in (10.0, 100.0) for p in ("random", "magnitude")]
+    assert expand_grid(spec) == expected
+
+
+def _trainable(config):  # a named function: Tune registers trainables by name
+    pass
+
+
+def tune_trials(spec, tmp_path) -> list[dict]:
+    """The trial configs Tune's default search creates from the spec (no Ray cluster needed)."""
+    from ray.tune.search import BasicVariantGenerator
+
+    gen = BasicVariantGenerator()
+    gen.add_configurations({"t": {"run": _trainable, "config": spec.param_space(),
+                                  "num_samples": spec.tuner_num_samples(),
+                                  "storage_path": str(tmp_path)}})
+    out = []
+    while not gen.is_finished():
+        trial = gen.next_trial()
+        if trial is not None:
+            out.append({k: v for k, v in trial.config.items() if k != SAMPLE_KEY})
+    return out
+
+
+@pytest.mark.parametrize("doc", [GRID, VALID], ids=["grid", "random"])
+def test_expand_grid_is_exactly_what_tune_generates(doc, tmp_path):
+    spec = load(tmp_path, doc)
+    assert tune_trials(spec, tmp_path) == expand_grid(spec)
+    assert len(expand_grid(spec)) == spec.expected_trials()
+
+
+@pytest.mark.parametrize("stem", ["quickstart", "pairing"])
+def test_tune_creates_the_expected_trials(stem, tmp_path):
+    spec = load_space(SPACES / f"{stem}.yaml")
+    trials = tune_trials(spec, tmp_path)
+    assert trials == expand_grid(spec) and len(trials) == spec.expected_trials()
+    for params in trials:
+        spec.trial_config(params)
+
+
+def test_seeds_of_a_configuration_share_its_sampled_values(tmp_path):
+    spec = load(tmp_path, VALID)
+    trials = expand_grid(spec)
+    assert len(trials) == 2 * 4 * 3
+    sampled = ("regularizer.weight", "regularizer.ema", "optim.g_lr", "optim.d_steps")
+    groups: dict[tuple, set] = {}
+    for t in trials:
+        groups.setdefault(tuple(t[k] for k in sampled), set()).add(
+            (t["regularizer.pairing"], t["train.seed"]))
+    # 2 pairings x 4 samples = 8 configurations, each run with all 3 seeds and nothing else
+    assert len(groups) == 8
+    assert all(len(v) == 3 and len({p for p, _ in v}) == 1 for v in groups.values())
+    for t in trials:
+        assert 1.0 <= t["regularizer.weight"] < 1e5 and t["regularizer.ema"] in (0.0, 0.5, 0.9)
+        assert 1e-4 <= t["optim.g_lr"] < 4e-4 and t["optim.d_steps"] in (1, 2, 3)
+        assert isinstance(t["optim.d_steps"], int)
+    assert expand_grid(load(tmp_path, VALID)) == trials  # a pure function of tune.seed
+    explicit = expand_grid(spec.with_overrides(["space.train.seed={grid: [0, 1, 2]}"]))
+    assert explicit == trials  # an explicit seed grid is replicates too
+    assert expand_grid(spec.with_overrides(["tune.seed=1"])) != trials
+
+
+def test_param_space_random_search(tmp_path):
+    from ray.tune.search.sample import Categorical, Float, Function, Integer
+
+    spec = load(tmp_path, VALID)
+    space = spec.param_space()
+    assert space[SAMPLE_KEY] == {"grid_search": [0, 1, 2, 3]}
+    assert space["regularizer.pairing"] == {"grid_search": ["random", "magnitude"]}
+    assert space["train.seed"] == {"grid_search": [0, 1, 2]}
+    assert spec.tuner_num_samples() == 1
+    kinds = {"regularizer.weight": (Float, "loguniform", (1.0, 1e5)),
+             "optim.g_lr": (Float, "uniform", (1e-4, 4e-4)),
+             "optim.d_steps": (Integer, "randint", (1, 4)),
+             "regularizer.ema": (Categorical, "choice", (0.0, 0.5, 0.9))}
+    for key, (cls, kind, args) in kinds.items():
+        dom = space[key]
+        assert isinstance(dom, Function) and isinstance(dom.func, TiedSample)
+        assert (dom.func.kind, dom.func.args) == (kind, args)
+        assert dom.func.cell == ("regularizer.pairing",)
+        assert isinstance(dom.func.domain(), cls)
+    w = space["regularizer.weight"].func.domain()
+    assert type(w.sampler).__name__ == "_LogUniform" and (w.lower, w.upper) == (1.0, 1e5)
+    pickle.loads(pickle.dumps(space))  # Tune stores the space in its experiment state
+    grid = load(tmp_path, GRID).param_space()
+    assert SAMPLE_KEY not in grid and load(tmp_path, GRID).tuner_num_samples() == 1
+
+
+def test_param_space_optuna_has_no_seeds_and_no_grid(tmp_path):
+    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    doc = copy.deepcopy(VALID)
+    doc["space"]["regularizer.pairing"] = {"choice": ["random", "magnitude"]}
+    doc["tune"] = {"search": "optuna", "num_samples": 5}
+    spec = load(tmp_path, doc)
+    space = spec.param_space()
+    assert set(space) == {"regularizer.weight", "regularizer.pairing", "regularizer.ema",
+                          "optim.g_lr", "optim.d_steps"}
+    w, lr, d = space["regularizer.weight"], space["optim.g_lr"], space["optim.d_steps"]
+    assert isinstance(w, Float) and (w.lower, w.upper) == (1.0, 1e5)
+    assert type(w.sampler).__name__ == "_LogUniform"
+    assert isinstance(lr, Float) and (lr.lower, lr.upper) == (1e-4, 4e-4)
+    assert isinstance(d, Integer) and (d.lower, d.upper) == (1, 4)
+    assert isinstance(space["regularizer.ema"], Categorical)
+    assert space["regularizer.ema"].categories == [0.0, 0.5, 0.9]
+    assert spec.expected_trials() == 15 and spec.tuner_num_samples() == 15
+    assert len(OptunaSearch.convert_search_space(space)) == 5
+    with pytest.raises(ValueError):
+        expand_grid(spec)
+    cfg = spec.trial_config({"regularizer.weight": 3.0, "__trial_index__": 2})
+    assert cfg.train.seed == 2 and cfg.regularizer.weight == 3.0
+
+
+def test_trial_config_applies_params_and_validates(tmp_path):
+    spec = load(tmp_path, VALID)
+    cfg = spec.trial_config({SAMPLE_KEY: 1, "regularizer.weight": np.float64(12.5),
+                             "optim.d_steps": np.int64(3), "train.seed": 2,
+                             "regularizer.pairing": "magnitude"})
+    assert cfg.regularizer.weight == 12.5 and cfg.optim.d_steps == 3 and cfg.train.seed == 2
+    assert isinstance(cfg.optim.d_steps, int) and cfg.regularizer.pairing == "magnitude"
+    assert cfg.data.fraction == 0.1 and cfg.train.steps == 300  # the base's constants
+    assert spec.trial_config({"__trial_index__": 5}).train.seed == 0  # random: not a seed
+    with pytest.raises(ConfigError, match="regularizer.ema must be in"):
+        spec.trial_config({"regularizer.ema": 1.0})
+
+
+def test_seeds_start_at_the_base_seed(tmp_path):
+    doc = copy.deepcopy(GRID)
+    doc["base"] = {**BASE, "train": {**BASE["train"], "seed": 10}}
+    assert load(tmp_path, doc).param_space()["train.seed"] == {"grid_search": [10, 11]}
+
+
+def test_yaml_1e5_strings_are_numbers(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("space:\n  regularizer.weight: {loguniform: [1.0, 1.0e5]}\n"
+                 "  regularizer.ema: {grid: [0.5, 5e-1]}\n")
+    with pytest.raises(ConfigError) as e:
+        load_space(p)
+    assert e.value.problems == ["s.yaml: space.regularizer.ema: grid lists 0.5 twice"]
+    p.write_text("space:\n  regularizer.weight: {loguniform: [1.0, 1.0e5]}\n"
+                 "  optim.d_lr: {grid: [1e-4, 2e-4]}\n")
+    spec = load_space(p)
+    assert spec.axes == {"regularizer.weight": {"loguniform": [1.0, 100000.0]},
+                         "optim.d_lr": {"grid": [1e-4, 2e-4]}}
+    assert spec.name == "s" and spec.tune.metric == "fid" and spec.seeds == 1
+
+
+# --- defaults, storage, base as a path ------------------------------------------------------
+
+def test_tune_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = load(tmp_path, {"space": {"regularizer.weight": {"grid": [1.0]}}})
+    t = spec.tune
+    assert (t.metric, t.mode, t.search, t.num_samples) == ("fid", "min", "random", 1)
+    assert t.scheduler.name == "fifo" and t.resources == {"cpu": 1.0, "gpu": 0.0}
+    assert (t.max_concurrent, t.max_failures, t.num_to_keep) == (0, 0, 2)
+    assert t.storage == os.path.join(str(tmp_path), "results")
+
+
+def test_storage_uri_is_kept_and_asha_defaults_filled(tmp_path):
+    doc = copy.deepcopy(VALID)
+    doc["tune"].update(storage="s3://bucket/prefix", scheduler="asha",
+                       resources={"cpu": 0.5, "gpu": 0.25})
+    t = load(tmp_path, doc).tune
+    assert t.storage == "s3://bucket/prefix" and t.resources == {"cpu": 0.5, "gpu": 0.25}
+    assert (t.scheduler.name, t.scheduler.params) == ("asha", {"grace_period": 1,
+                                                              "reduction_factor": 4})
+
+
+def test_base_given_as_a_path_is_relative_to_the_space_file(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "spaces").mkdir()
+    (tmp_path / "configs" / "run.yaml").write_text(
+        "data: {name: digits, fraction: 0.2}\nregularizer.name: diggan\n")
+    doc = {"base": "../configs/run.yaml", "space": {"regularizer.weight": {"grid": [1.0, 2.0]}}}
+    spec = load_space(write(tmp_path / "spaces", doc))
+    assert spec.base.data.fraction == 0.2 and spec.base.regularizer.name == "diggan"
+    doc["base"] = "../configs/missing.yaml"
+    with pytest.raises(ConfigError) as e:
+        load_space(write(tmp_path / "spaces", doc))
+    missing = tmp_path / "spaces" / ".." / "configs" / "missing.yaml"
+    assert e.value.problems == [f"s.yaml: base: config file not found: {missing}"]
+
+
+# --- with_overrides and smoke ---------------------------------------------------------------
+
+def test_with_overrides(tmp_path):
+    spec = load(tmp_path, VALID)
+    new = spec.with_overrides(["tune.num_samples=2", "tune.max_concurrent=1",
+                               "tune.resources.gpu=0.5", "train.steps=200",
+                               "regularizer.pairing=random", "name=other"])
+    assert new.tune.num_samples == 2 and new.tune.max_concurrent == 1
+    assert new.tune.resources == {"cpu": 1.0, "gpu": 0.5} and new.name == "other"
+    assert new.base.train.steps == 200
+    # a swept key set with --set is pinned: its axis goes away
+    assert "regularizer.pairing" not in new.axes and new.base.regularizer.pairing == "random"
+    assert new.expected_trials() == 2 * 3
+    assert spec.expected_trials() == 24  # the original is untouched
+    assert spec.with_overrides([]) == spec
+    pinned = spec.with_overrides(["train.seed=7"])
+    assert pinned.seeds == 1 and pinned.base.train.seed == 7
+    axis = spec.with_overrides(["space.regularizer.ema=null", "space.loss.name={grid: [ns]}"])
+    assert "regularizer.ema" not in axis.axes and axis.axes["loss.name"] == {"grid": ["ns"]}
+
+
+@pytest.mark.parametrize("override,expect", [
+    ("tune.serach=grid", "s.yaml: tune.serach: unknown key (did you mean 'tune.search'?)"),
+    ("sapce.x=1", "--set sapce.x: unknown key"),
+    ("regularizer.wieght=3", "--set regularizer.wieght: unknown key "
+                             "(did you mean 'regularizer.weight'?)"),
+    ("tune.num_samples=0", "s.yaml: space expands to zero trials (tune.num_samples=0)"),
+    ("data.fraction=0", "s.yaml: base: data.fraction must be in (0.0, 1.0], got 0.0"),
+    ("tune.search=bayes", "s.yaml: tune.search must be one of random, grid, optuna; "
+                          "got 'bayes'"),
+])
+def test_bad_override_is_one_line(tmp_path, override, expect):
+    spec = load(tmp_path, VALID)
+    with pytest.raises(ConfigError) as e:
+        spec.with_overrides([override])
+    assert e.value.problems == [expect]
+
+
+def test_smoke_shrinks_exactly_as_documented(tmp_path):
+    doc = copy.deepcopy(VALID)
+    doc["space"]["regularizer.pairing"] = {"grid": ["random", "magnitude", "same_class"]}
+    doc["base"] = {**BASE, "model": {"arch": "dcgan", "conditional": True},
+                   "eval": {"num_samples": 1000}}
+    doc["space"]["train.steps"] = {"grid": [100, 200]}
+    spec = load(tmp_path, doc)
+    small = spec.smoke()
+    b = small.base
+    assert (b.train.steps, b.train.eval_every, b.train.checkpoint_every) == (40, 10, 10)
+    assert b.eval.num_samples == 200 and small.seeds == 1 and small.tune.num_samples == 1
+    assert small.axes["regularizer.pairing"] == {"grid": ["random", "magnitude"]}
+    assert "train.steps" not in small.axes
+    assert small.axes["regularizer.weight"] == spec.axes["regularizer.weight"]
+    assert small.tune.scheduler.params["grace_period"] == 1
+    assert small.name == "t-smoke" and small.expected_trials() == 2
+    assert small.reports_per_trial() == 4
+
+    short = load(tmp_path, GRID).with_overrides(["train.steps=5", "eval.num_samples=50"]).smoke()
+    b = short.base
+    assert (b.train.steps, b.train.eval_every, b.train.checkpoint_every) == (5, 5, 5)
+    assert b.eval.num_samples == 50 and short.expected_trials() == 4
+
+    doc = copy.deepcopy(VALID)
+    doc["space"]["regularizer.pairing"] = {"choice": ["random", "magnitude"]}
+    doc["tune"] = {"search": "optuna", "num_samples": 30,
+                   "scheduler": {"asha": {"grace_period": 3, "max_t": 30}}}
+    opt = load(tmp_path, doc).smoke()
+    assert opt.tune.num_samples == 2 and opt.expected_trials() == 2
+    assert opt.tune.scheduler.params == {"grace_period": 1, "reduction_factor": 4, "max_t": 4}
+
+
+# --- every bad-input rule, one exact line ---------------------------------------------------
+
+def _set(doc: dict, path: tuple, value: object) -> dict:
+    doc = copy.deepcopy(doc)
+    d = doc
+    for k in path[:-1]:
+        d = d.setdefault(k, {})
+    if value is DELETE:
+        d.pop(path[-1])
+    else:
+        d[path[-1]] = value
+    return doc
+
+
+DELETE = object()
+S, T = "space", "tune"
+BAD = [
+    ((S, "regularizer.wieght"), {"grid": [1.0]},
+     "space.regularizer.wieght: unknown key (did you mean 'regularizer.weight'?)", None),
+    ((S, "regularizer.pairing"), {"grid": []}, "space.regularizer.pairing: empty grid", None),
+    ((S, "regularizer.ema"), {"choice": []}, "space.regularizer.ema: empty choice", None),
+    ((S, "regularizer.weight"), {"loguniform": [0, 10]},
+     "space.regularizer.weight: loguniform bounds must be 0 < lo < hi, got [0, 10]", None),
+    ((T, "search"), "bayes", "tune.search must be one of random, grid, optuna; got 'bayes'",
+     None),
+    ((T, "num_samples"), 0, "space expands to zero trials (tune.num_samples=0)", None),
+    ((S, "regularizer.ema"), {"choice": [0.0, 1.0]},
+     "space.regularizer.ema: choice value 1.0: regularizer.ema must be in [0.0, 1.0), got 1.0",
+     None),
+    ((S, "regularizer.ema"), {"uniform": [0.5, 1.0]},
+     "space.regularizer.ema: uniform bound 1.0: regularizer.ema must be in [0.0, 1.0), "
+     "got 1.0", None),
+    ((S, "optim.d_steps"), {"randint": [0, 3]},
+     "space.optim.d_steps: randint bound 0: optim.d_steps must be in [1, inf], got 0", None),
+    ((S, "regularizer.weight"), {"grid": [1.0], "choice": [2.0]},
+     "space.regularizer.weight: give exactly one of grid, choice, uniform, loguniform, "
+     "randint, seeds; got grid, choice", None),
+    ((S, "regularizer.weight"), {"grdi": [1.0]},
+     "space.regularizer.weight: unknown domain 'grdi' (did you mean 'grid'?)", None),
+    ((S, "regularizer.weight"), [1, 2],
+     "space.regularizer.weight: expected a mapping like {grid: [...]}, got [1, 2]", None),
+    ((S, "regularizer.weight"), {"grid": 5},
+     "space.regularizer.weight: grid must be a list of values, got 5", None),
+    ((S, "regularizer.weight"), {"uniform": 5},
+     "space.regularizer.weight: uniform needs [lo, hi], got 5", None),
+    ((S, "optim.g_lr"), {"uniform": [1.0e-3, 1.0e-4]},
+     "space.optim.g_lr: uniform bounds must be lo < hi, got [0.001, 0.0001]", None),
+    ((S, "optim.d_steps"), {"randint": [1, 2.5]},
+     "space.optim.d_steps: randint bounds must be integers lo < hi (hi excluded), "
+     "got [1, 2.5]", None),
+    ((S, "train.steps"), {"uniform": [100, 200]},
+     "space.train.steps: uniform samples floats but train.steps is an integer (use randint)",
+     None),
+    ((S, "loss.name"), {"uniform": [0, 1]},
+     "space.loss.name: uniform needs a numeric key; loss.name is not (use choice or grid)", None),
+    ((S, "data.fraction"), {"seeds": 2},
+     "space.data.fraction: seeds only applies to train.seed (use grid)", None),
+    ((S, "train.seed"), {"seeds": 0}, "space.train.seed: seeds must be an integer >= 1, got 0",
+     None),
+    ((S, "regularizer.weight"), {"grid": [100, 1.0e+2]},
+     "space.regularizer.weight: grid lists 100.0 twice", None),
+    ((S, "regularizer.pairing"), {"grid": ["random", "same_class"]},
+     "space.regularizer.pairing: grid value 'same_class': regularizer.pairing=same_class needs "
+     "model.conditional=true (an unconditional G has no class to pair by)", None),
+    ((T, "search"), "optuna",
+     "space.regularizer.pairing: search: optuna cannot take a grid axis (use choice)",
+     "optuna_with_grid"),
+    (("base", "regularizer"), {"name": "diggan", "weight": -1},
+     "base: regularizer.weight must be in [0.0, inf], got -1.0", None),
+    (("base",), [1], "base must be a mapping of run-config keys or a path to a run-config YAML, "
+     "got list", None),
+    (("spcae",), {}, "spcae: unknown top-level key (did you mean 'space'?)", None),
+    ((S,), [1], "space must be a mapping of dotted run-config keys to domains, got list", None),
+    ((T, "serach"), "grid", "tune.serach: unknown key (did you mean 'tune.search'?)", None),
+    ((T, "resources"), {"cpu": 0}, "tune.resources.cpu must be > 0, got 0", None),
+    ((T, "resources"), {"gpu": -1}, "tune.resources.gpu must be >= 0, got -1", None),
+    ((T, "resources"), {"tpu": 1}, "tune.resources.tpu: unknown key (valid: cpu, gpu)", None),
+    ((T, "mode"), "minimize", "tune.mode must be one of min, max; got 'minimize'", None),
+    ((T, "scheduler"), "hyperband", "tune.scheduler must be fifo or asha (e.g. {asha: "
+     "{grace_period: 2}}); got 'hyperband'", None),
+    ((T, "scheduler"), {"fifo": {"x": 1}}, "tune.scheduler.fifo takes no settings, got {'x': 1}",
+     None),
+    ((T, "scheduler", "asha", "grace_period"), 0,
+     "tune.scheduler.asha.grace_period must be an integer >= 1, got 0", None),
+    ((T, "scheduler", "asha", "reduction_factor"), 1,
+     "tune.scheduler.asha.reduction_factor must be a number > 1, got 1", None),
+    ((T, "scheduler", "asha", "grace"), 1, "tune.scheduler.asha.grace: unknown key "
+     "(did you mean 'tune.scheduler.asha.grace_period'?)", None),
+    ((T, "scheduler", "asha"), {"grace_period": 5, "max_t": 3},
+     "tune.scheduler.asha.grace_period (5) must be <= max_t (3)", None),
+    ((T, "num_samples"), -1, "tune.num_samples must be an integer >= 1, got -1", None),
+    ((T, "max_concurrent"), -1,
+     "tune.max_concurrent must be an integer >= 0 (0 = unlimited), got -1", None),
+    ((T, "max_failures"), -2,
+     "tune.max_failures must be an integer >= -1 (-1 = retry forever), got -2", None),
+    ((T, "num_to_keep"), 0, "tune.num_to_keep must be an integer >= 1, got 0", None),
+    ((T, "storage"), 3, "tune.storage must be a path or URI, got 3", None),
+    (("name",), "my sweep", "name must match [A-Za-z0-9_.-]+, got 'my sweep'", None),
+    ((T, "metric"), "FID", "tune.metric: unknown metric 'FID' (did you mean 'fid'?); reported: "
+     "fid, kid, is_mean, modes_covered, w1, dig, grad_norm_real, grad_norm_fake, d_loss, "
+     "g_loss, reg_loss, sparsity, steps_per_s, step, images_seen", None),
+    ((T, "mode"), "max", "tune.mode=max but fid is better when lower (use mode: min)", None),
+    ((T, "metric"), "modes_covered", "tune.metric=modes_covered is only reported for "
+     "data.name=toy2pt (use fid)", "toy_metric_on_images"),
+    ((T, "metric"), "kid", "tune.metric=kid needs eval.kid: true in base", None),
+]
+
+
+@pytest.mark.parametrize("path,value,expect", [b[:3] for b in BAD],
+                         ids=[b[3] or b[2][:40] for b in BAD])
+def test_each_bad_space_gives_one_exact_line(tmp_path, path, value, expect):
+    doc = _set(VALID, path, value)
+    if path == (T, "metric") and value == "modes_covered":
+        doc["tune"]["mode"] = "max"
+    assert problems(tmp_path, doc) == [f"s.yaml: {expect}"]
+
+
+@pytest.mark.parametrize("doc,expect", [
+    ({"space": {"model.conditional": {"grid": [True, False]},
+                "regularizer.pairing": {"grid": ["random", "same_class"]}},
+      "base": {"model": {"conditional": True}}},
+     "space: model.conditional=False with regularizer.pairing='same_class': regularizer.pairing"
+     "=same_class needs model.conditional=true (an unconditional G has no class to pair by)"),
+    ({"space": {"regularizer.weight": {"loguniform": [1.0, 10.0]}}, "tune": {"search": "grid"}},
+     "space.regularizer.weight: search: grid takes only grid and seeds axes, got loguniform "
+     "(use search: random)"),
+    ({"space": {"train.seed": {"seeds": 3}}, "tune": {"search": "optuna"}},
+     "tune.search=optuna needs at least one sampled axis besides the seeds (for a plain seed "
+     "sweep use search: grid)"),
+    ({"space": {"regularizer.weight": {"grid": [1.0, 2.0]}}, "tune": {"num_samples": 3}},
+     "tune.num_samples=3 would repeat identical trials: no axis is sampled (for replicates use "
+     "train.seed: {seeds: N})"),
+    ({"space": {"optim.betas": {"choice": [[0.0, 0.99], [0.5, 0.999]]}},
+      "tune": {"search": "optuna"}},
+     "space.optim.betas: search: optuna takes only scalar choice values"),
+    ({"base": {"data": {"name": "toy2pt"}, "model": {"arch": "toy"}},
+      "space": {"regularizer.weight": {"grid": [1.0]}}},
+     "tune.metric=fid is not reported for data.name=toy2pt (use modes_covered or w1)"),
+])
+def test_cross_rules_give_one_exact_line(tmp_path, doc, expect):
+    assert problems(tmp_path, doc) == [f"s.yaml: {expect}"]
+
+
+def test_several_problems_give_several_lines(tmp_path):
+    doc = _set(VALID, (S, "regularizer.wieght"), {"grid": [1.0]})
+    doc = _set(doc, (S, "regularizer.pairing"), {"grid": []})
+    doc = _set(doc, (T, "search"), "bayes")
+    doc = _set(doc, (T, "resources"), {"cpu": 0})
+    got = problems(tmp_path, doc)
+    assert got == [
+        "s.yaml: tune.search must be one of random, grid, optuna; got 'bayes'",
+        "s.yaml: tune.resources.cpu must be > 0, got 0",
+        "s.yaml: space.regularizer.pairing: empty grid",
+        "s.yaml: space.regularizer.wieght: unknown key (did you mean 'regularizer.weight'?)",
+    ]
+    assert str(ConfigError(got)).count("\n") == 3
+
+
+def test_a_valid_space_makes_only_valid_trial_configs(tmp_path):
+    spec = load(tmp_path, VALID)
+    for params in expand_grid(spec):
+        cfg = spec.trial_config(params)
+        assert cfg == from_dict(cfg.flat())
+
+
+def test_nested_space_keys_and_tune_seed(tmp_path):
+    doc = {"base": BASE, "space": {"regularizer": {"weight": {"loguniform": [1.0, 10.0]}}},
+           "tune": {"num_samples": 3, "seed": 1}}
+    spec = load(tmp_path, doc)
+    assert spec.axes == {"regularizer.weight": {"loguniform": [1.0, 10.0]}}
+    other = spec.with_overrides(["tune.seed=2"])
+    assert expand_grid(spec) != expand_grid(other) and len(expand_grid(other)) == 3
+    assert problems(tmp_path, {**doc, "tune": {"metric": ["fid"]}}) == [
+        "s.yaml: tune.metric: unknown metric ['fid'] (did you mean 'fid'?); reported: "
+        + ", ".join(METRICS)]
