@@ -18,7 +18,7 @@ from conftest import TINY
 
 from tuneable_gan.cli import main
 from tuneable_gan.tune import trainable as trainable_mod
-from tuneable_gan.tune.launch import resume_sweep, run_sweep
+from tuneable_gan.tune.launch import run_sweep
 from tuneable_gan.tune.space import load_space
 
 BASE = TINY | {"train.steps": 8, "train.eval_every": 2, "train.checkpoint_every": 4,

@@ -79,7 +79,8 @@ def train_gan(config: dict[str, Any], spec: dict[str, Any], source: str = "") ->
         trainer.load_state_dict(state)
     tc = cfg.train
     static = cfg.flat() | {"reg_weight": trainer.reg.weight, "device": str(trainer.device),
-                           "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids())}
+                           "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
+                           "node_id": ray.get_runtime_context().get_node_id()}
     while trainer.step < tc.steps:
         window, start = _Window(), trainer.step
         try:
