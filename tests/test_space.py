@@ -16,13 +16,8 @@ import yaml
 
 from tuneable_gan.config import from_dict
 from tuneable_gan.errors import ConfigError
-from tuneable_gan.tune.space import (
-    METRICS,
-    SAMPLE_KEY,
-    TiedSample,
-    expand_grid,
-    load_space,
-)
+from tuneable_gan.tune.space import TiedSample, expand_grid, load_space
+from tuneable_gan.tune.space_parse import METRICS, SAMPLE_KEY
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 
