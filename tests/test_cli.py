@@ -67,8 +67,9 @@ def test_resume_continues_and_equals_a_straight_run(tmp_path, cfg_file, capsys):
     (["regularizer.weight=-1"], "regularizer.weight must be in [0.0, inf]"),
     (["data.name=mnist"], "data.name must be one of"),
     (["model.arch=vit"], "model.arch must be one of"),
-    (["model.arch=sngan"], "model.arch=sngan is not available yet"),
-    (["data.name=cifar10"], "data.name=cifar10 is not available yet"),
+    (["sparsity.level=0.5"], "sparsity.level > 0 (lottery tickets) is not available yet"),
+    (["data.name=cifar10"], "data.root is required for data.name=cifar10"),
+    (["model.arch=sngan"], "data.resolution must be 32 for model.arch=sngan; got 8"),
     (["train.device=cuda"] if not torch.cuda.is_available() else ["data.fraction=2"],
      "no CUDA device is visible" if not torch.cuda.is_available() else "must"),
 ])

@@ -62,7 +62,7 @@ def problems(tmp_path: Path, doc: dict) -> list[str]:
 # --- shipped spaces -------------------------------------------------------------------------
 
 SHIPPED = {"quickstart": 8, "diggan_lambda": 18, "pairing": 18, "ema": 12, "data_fraction": 24,
-           "toy_attractors": 50}
+           "toy_attractors": 50, "fewshot_faces": 24}
 
 
 def test_every_shipped_space_is_tested():

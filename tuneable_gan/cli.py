@@ -256,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in e.problems:
             print(f"tuneable-gan: error: {line}", file=sys.stderr)
         return EXIT_USER
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

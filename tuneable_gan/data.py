@@ -105,7 +105,8 @@ def load_data(cfg: DataConfig, split: str = "train") -> RealData:
         raise ConfigError(f"data.name={cfg.name} is not available yet; available: "
                           f"{', '.join(DATASETS.names())}")
     full = DATASETS.get(cfg.name)(cfg, split)
-    if split != "train":
+    # All of it needs no gather: indexing with arange(n) would copy every image (600 MB for CIFAR).
+    if split != "train" or cfg.fraction >= 1.0:
         return full
     return full.subset(fraction_indices(len(full), cfg.fraction, cfg.subset_seed))
 
@@ -148,3 +149,7 @@ class Sampler:
         """Jump to a saved position."""
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self._perm = self._permutation(self.epoch)
+
+
+# Imported last so the loaders there find DATASETS defined; importing data registers every dataset.
+import tuneable_gan.datasets  # noqa: E402, F401

@@ -11,7 +11,7 @@ from torch import nn
 
 from tuneable_gan.config import ModelConfig
 from tuneable_gan.errors import ConfigError
-from tuneable_gan.models import dcgan, toy  # noqa: F401  (imported so they register)
+from tuneable_gan.models import biggan, dcgan, sngan, toy  # noqa: F401  (imported so they register)
 from tuneable_gan.models.base import MODELS, DataSpec, Discriminator, Generator
 
 __all__ = ["MODELS", "DataSpec", "Discriminator", "Generator", "build_models"]

@@ -1,5 +1,6 @@
 """Shared model pieces: the data spec, the model registry, the G/D base classes, conditional BN,
-the spectral-norm helper and the DCGAN-style init.
+the spectral-norm helpers, the standard-normal latent draw, the image-shape check and the
+DCGAN-style init.
 
 G and D are split at fixed points so feature-level AdvAug (METHODS.md 3.3) can perturb them:
 G = rest(stem(z)) with ``u = stem(z)`` the output of G's first linear layer, and
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from tuneable_gan.config import ModelConfig
+from tuneable_gan.errors import ConfigError
 from tuneable_gan.registry import Registry
 
 
@@ -121,9 +123,43 @@ class CondBatchNorm2d(nn.Module):
         return out * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
 
 
-def sn(module: nn.Module) -> nn.Module:
-    """Wrap ``module``'s weight with spectral norm (the parametrization API, not the old hook)."""
-    return nn.utils.parametrizations.spectral_norm(module)
+def sn(module: nn.Module, eps: float = 1e-12) -> nn.Module:
+    """Wrap ``module``'s weight with spectral norm (the parametrization API, not the old hook).
+
+    One power iteration per training-mode forward; ``eps`` guards the normalisations (torch's
+    default 1e-12 matches the SNGAN reference; BigGAN-CIFAR uses 1e-8). The raw weight lives at
+    ``parametrizations.weight.original`` and the singular vectors ``_u``/``_v`` are buffers, so
+    both are in the state_dict (and in the trainer's G EMA).
+    """
+    return nn.utils.parametrizations.spectral_norm(module, eps=eps)
+
+
+def sn_all_(module: nn.Module, eps: float = 1e-12,
+            types: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear, nn.Embedding)) -> None:
+    """Spectral-normalise every layer of ``types`` inside ``module`` (call after the init)."""
+    for m in list(module.modules()):
+        if isinstance(m, types):
+            sn(m, eps)
+
+
+def standard_normal_z(n: int, z_dim: int, generator: torch.Generator,
+                      device: torch.device | str) -> Tensor:
+    """``n`` standard-normal latents of size ``z_dim`` drawn only from ``generator``."""
+    # Draw on the generator's own device, then move: the same seed gives the same z anywhere.
+    return torch.randn(n, z_dim, generator=generator, device=generator.device).to(device)
+
+
+def square_image(spec: DataSpec, arch: str, resolutions: tuple[int, ...]) -> tuple[int, int]:
+    """(channels, side) of ``spec``; ConfigError unless it is a square image of a listed side."""
+    if len(spec.shape) != 3:
+        raise ConfigError(f"model.arch={arch} needs image data (C, H, W); got sample shape "
+                          f"{tuple(spec.shape)} (use model.arch=toy for data.name=toy2pt)")
+    channels, height, width = spec.shape
+    if height != width or height not in resolutions:
+        got = f"{height}" if height == width else f"{height}x{width}"
+        allowed = " or ".join(map(str, resolutions))
+        raise ConfigError(f"data.resolution must be {allowed} for model.arch={arch}; got {got}")
+    return channels, height
 
 
 def dcgan_init_(module: nn.Module) -> None:
