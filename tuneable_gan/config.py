@@ -50,7 +50,8 @@ class ModelConfig:
     z_dim: int = _num(64, 1)
     g_ch: int = _num(32, 1)
     d_ch: int = _num(32, 1)
-    conditional: bool = False
+    # None: the arch's paper setting (biggan conditional on labelled data, the others not).
+    conditional: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ def _check_value(key: str, typ: Any, meta: Any, v: Any) -> tuple[Any, list[str]]
 def _cross_checks(cfg: Config) -> list[str]:
     """Constraints that span fields."""
     problems = []
-    if cfg.regularizer.pairing == "same_class" and not cfg.model.conditional:
+    if cfg.regularizer.pairing == "same_class" and cfg.model.conditional is False:
         problems.append("regularizer.pairing=same_class needs model.conditional=true "
                         "(an unconditional G has no class to pair by)")
     ops = [op.strip() for op in cfg.augment.diffaugment.split(",") if op.strip()]

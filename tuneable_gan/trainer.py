@@ -9,6 +9,7 @@ sampler's position, so a resumed run continues bitwise on CPU.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any
 
@@ -21,7 +22,7 @@ from tuneable_gan.data import RealData, Sampler, load_data
 from tuneable_gan.errors import ConfigError, Diverged
 from tuneable_gan.losses import LOSSES
 from tuneable_gan.metrics import Evaluator
-from tuneable_gan.models import MODELS, DataSpec, build_models
+from tuneable_gan.models import MODELS, DataSpec, build_models, resolve_conditional
 from tuneable_gan.regularizers import REGULARIZERS, DBatch, input_grad_norms
 
 Tensor = torch.Tensor
@@ -58,11 +59,17 @@ class GANTrainer:
 
     def __init__(self, cfg: Config, device: str | torch.device | None = None) -> None:
         check_available(cfg)
-        self.cfg = cfg
         self.device = torch.device(device) if device is not None else resolve_device(
             cfg.train.device)
         self.data: RealData = load_data(cfg.data, "train")
         self.spec = DataSpec(self.data.shape, self.data.num_classes)
+        # Fill the arch's default for model.conditional so every part sees the resolved value.
+        cfg = dataclasses.replace(cfg, model=resolve_conditional(cfg.model, self.spec))
+        if cfg.regularizer.pairing == "same_class" and not cfg.model.conditional:
+            raise ConfigError("regularizer.pairing=same_class needs a conditional model "
+                              f"(model.conditional resolved to false for {cfg.model.arch} on "
+                              f"{cfg.data.name}); set model.conditional=true on labelled data")
+        self.cfg = cfg
         torch.manual_seed(cfg.train.seed)
         G, D = build_models(cfg.model, self.spec)
         self.G, self.D = G.to(self.device), D.to(self.device)

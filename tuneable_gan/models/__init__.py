@@ -7,6 +7,8 @@ trunk/head splits AdvAug uses).
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
 from tuneable_gan.config import ModelConfig
@@ -14,7 +16,20 @@ from tuneable_gan.errors import ConfigError
 from tuneable_gan.models import biggan, dcgan, sngan, toy  # noqa: F401  (imported so they register)
 from tuneable_gan.models.base import MODELS, DataSpec, Discriminator, Generator
 
-__all__ = ["MODELS", "DataSpec", "Discriminator", "Generator", "build_models"]
+__all__ = ["MODELS", "DataSpec", "Discriminator", "Generator", "build_models",
+           "resolve_conditional"]
+
+# Arches whose paper setup is class-conditional (BigGAN-CIFAR: conditional BN + projection D).
+PAPER_CONDITIONAL = frozenset({"biggan"})
+
+
+def resolve_conditional(cfg: ModelConfig, spec: DataSpec) -> ModelConfig:
+    """``model.conditional: null`` -> the arch's paper setting: conditional for the arches in
+    ``PAPER_CONDITIONAL`` when the data has labels, unconditional otherwise."""
+    if cfg.conditional is not None:
+        return cfg
+    return dataclasses.replace(
+        cfg, conditional=cfg.arch in PAPER_CONDITIONAL and spec.num_classes > 0)
 
 
 def build_models(cfg: ModelConfig, spec: DataSpec) -> tuple[nn.Module, nn.Module]:
@@ -24,6 +39,7 @@ def build_models(cfg: ModelConfig, spec: DataSpec) -> tuple[nn.Module, nn.Module
     implemented, ``model.conditional=true`` on unlabelled data, or a data shape the arch does not
     support (e.g. dcgan at a resolution other than 8, 16, 32).
     """
+    cfg = resolve_conditional(cfg, spec)
     if cfg.arch not in MODELS:
         raise ConfigError(f"model.arch={cfg.arch} is not available; valid values: "
                           f"{', '.join(MODELS.names())}")

@@ -1,6 +1,6 @@
 """D regularizers, one module each; ``REGULARIZERS`` maps ``regularizer.name`` to its class."""
 
-from tuneable_gan.regularizers import diggan  # noqa: F401  (registers itself)
+from tuneable_gan.regularizers import diggan, dragan, gp, lecam, r1, r2  # noqa: F401  (register)
 from tuneable_gan.regularizers.base import (
     REGULARIZERS,
     DBatch,

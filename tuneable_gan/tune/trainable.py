@@ -78,7 +78,7 @@ def train_gan(config: dict[str, Any], spec: dict[str, Any], source: str = "") ->
             state, _ = read_checkpoint(d, map_location=trainer.device)
         trainer.load_state_dict(state)
     tc = cfg.train
-    static = cfg.flat() | {"reg_weight": trainer.reg.weight, "device": str(trainer.device),
+    static = trainer.cfg.flat() | {"reg_weight": trainer.reg.weight, "device": str(trainer.device),
                            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
                            "node_id": ray.get_runtime_context().get_node_id()}
     while trainer.step < tc.steps:

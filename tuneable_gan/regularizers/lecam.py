@@ -1,0 +1,88 @@
+"""LeCam regularization (Tseng et al., CVPR 2021), as google/lecam-gan's BigGAN-CIFAR code does it
+(METHODS.md 4.1).
+
+On the raw logits of the loss forward (augmented inputs when DiffAugment is on), fakes first:
+
+    alpha_R <- d * alpha_R + (1 - d) * mean_i D(x_r,i)        (every D step, before the penalty,
+    alpha_F <- d * alpha_F + (1 - d) * mean_j D(G(z_j))        as python floats: no gradient)
+    R_LC     = mean_i relu(D(x_r,i) - alpha_F)^2 + mean_j relu(alpha_R - D(G(z_j)))^2
+    loss_D  += weight * R_LC                                     (only once ``start`` is passed)
+
+Reals are pulled down toward the FAKE anchor and fakes up toward the REAL anchor.
+Defaults (BigGAN-CIFAR scripts): weight 0.3, decay d = ``regularizer.ema`` = 0.9,
+``regularizer.start`` = 1000 G iterations; StudioGAN uses decay 0.99.
+
+Warm-up, mapped from the reference's 1-based ``itr`` (= ``step + 1``): the decay is 0 while
+itr < start (the anchors track the last batch means), and the penalty is added when itr > start,
+i.e. from G iteration ``step == start`` on (after ``start`` completed iterations); at
+itr == start the EMA already runs but no penalty is added. The anchors advance on every D step
+whatever ``regularizer.every`` says; ``every`` only picks which D steps carry the penalty.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+
+from tuneable_gan.config import Config
+from tuneable_gan.regularizers.base import REGULARIZERS, DBatch, Regularizer, Tensor
+
+
+@REGULARIZERS.register("lecam")
+class LeCam(Regularizer):
+    """LeCam with scalar EMA anchors of the batch-mean real and fake logits (checkpointed)."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        reg = cfg.regularizer
+        self.decay = reg.ema if reg.ema is not None else 0.9
+        self.start = reg.start if reg.start is not None else 1000
+        # None until the first D step: see ``update_anchors`` for the first observation.
+        self.anchor_real: float | None = None
+        self.anchor_fake: float | None = None
+
+    def default_weight(self, cfg: Config) -> float:
+        return 0.3
+
+    def applies(self, step: int, d_step: int) -> bool:
+        # Always True so that penalty() runs, and the anchors advance, on every D step.
+        return True
+
+    def carries_penalty(self, step: int, d_step: int) -> bool:
+        """Whether this D step adds the penalty: past the warm-up and selected by ``every``."""
+        return step + 1 > self.start and super().applies(step, d_step)
+
+    def update_anchors(self, batch: DBatch) -> None:
+        """Advance both anchors with this step's batch means (no gradient: python floats)."""
+        logits = batch.logits.detach()
+        mean_fake = logits[:batch.n_fake].mean().item()
+        mean_real = logits[batch.n_fake:].mean().item()
+        decay = self.decay if batch.step + 1 >= self.start else 0.0
+        if self.anchor_real is None or self.anchor_fake is None:
+            # The reference starts its EMAs at 1000.0, a value its warm-up (decay 0) overwrites
+            # on the first step; seeding with the first means is identical whenever start >= 2
+            # and, for start 0 or 1, avoids an anchor dragged toward the arbitrary init.
+            decay = 0.0
+            self.anchor_real, self.anchor_fake = mean_real, mean_fake
+        self.anchor_real = decay * self.anchor_real + (1.0 - decay) * mean_real
+        self.anchor_fake = decay * self.anchor_fake + (1.0 - decay) * mean_fake
+
+    def penalty(self, batch: DBatch) -> Tensor:
+        self.update_anchors(batch)
+        if not self.carries_penalty(batch.step, batch.d_step):
+            return batch.logits.new_zeros(())
+        assert self.anchor_real is not None and self.anchor_fake is not None
+        out_fake, out_real = batch.logits[:batch.n_fake], batch.logits[batch.n_fake:]
+        reg = (F.relu(out_real - self.anchor_fake).pow(2).mean()
+               + F.relu(self.anchor_real - out_fake).pow(2).mean())
+        return self.weight * reg
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"ema": self.decay, "start": self.start}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"anchor_real": self.anchor_real, "anchor_fake": self.anchor_fake}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.anchor_real, self.anchor_fake = state["anchor_real"], state["anchor_fake"]
