@@ -64,8 +64,8 @@ def test_every_problem_is_reported_once():
 
 
 def test_cross_field_checks():
-    assert "needs model.conditional=true" in problems({"regularizer.pairing": "same_class",
-                                                       "model.conditional": False})[0]
+    assert "needs model.conditional=true" in problems({"regularizer.pairing": "same_class"})[0]
+    assert from_dict({"regularizer.pairing": "same_class", "model.arch": "biggan"})
     assert "unknown op 'zoom'" in problems({"augment.diffaugment": "translation,zoom"})[0]
     assert "go together" in problems({"model.arch": "toy"})[0]
 

@@ -9,7 +9,6 @@ import re
 import shutil
 from pathlib import Path
 from typing import Optional
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -317,38 +316,6 @@ def test_toy_evaluator() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Inception, offline, with honest random weights
-
-
-@pytest.fixture(scope="session")
-def random_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random Inception weights file (TORCH_FIDELITY.md 2.1): He-normal convs, BN 0/1,
-    fc scaled to logit std ~2. PyTorch's default init zeroes every feature: FID would be 0."""
-    import torch_fidelity.feature_extractor_inceptionv3 as fe_mod
-
-    with mock.patch.object(fe_mod.torch, "load", return_value={}), mock.patch.object(
-            fe_mod.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None):
-        fe = fe_mod.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                                feature_extractor_weights_path="-")
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in fe.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2 / fan_in))
-            elif isinstance(m, nn.BatchNorm2d):
-                m.running_mean.zero_()
-                m.running_var.fill_(1.0)
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-        fe.fc.weight.copy_(torch.randn(fe.fc.weight.shape, generator=g) * 0.02)
-        fe.fc.bias.zero_()
-        x = (torch.rand(8, 3, 32, 32, generator=g) * 255).to(torch.uint8)
-        fe.features_list = ["2048"]
-        pool = fe(x)[0]
-        fe.fc.weight.mul_(2.0 / (pool @ fe.fc.weight.T).std())
-    path = tmp_path_factory.mktemp("inception") / INCEPTION_FILE
-    torch.save(fe.state_dict(), path)
-    return path
 
 
 def _faces(n: int, resolution: int) -> Tensor:

@@ -42,16 +42,24 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     s = sub.add_parser("sweep", help="run a search space as a Ray Tune experiment")
     s.add_argument("space", help="search-space YAML (see search_spaces/)")
-    s.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    s.add_argument("--address", help="Ray cluster address, or auto for the cluster on this machine "
+                   "(default: RAY_ADDRESS, else a new local instance)")
     s.add_argument("--storage", help="experiment storage: a path or a URI such as s3://b/p")
     s.add_argument("--name", help="experiment name (default: the space's name)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base-config key or a tune.* key (repeatable)")
     s.add_argument("--smoke", action="store_true",
                    help="shrink steps, trials and grids to try any space in about a minute")
+    rp = sub.add_parser("report", help="tables, plots and an HTML report of an experiment")
+    rp.add_argument("experiment", help="the experiment directory (<storage>/<name>) or URI")
+    rp.add_argument("--out", help="report directory (default: <experiment>/report)")
+    rp.add_argument("--baseline", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="the cell every other is compared with (default: none / weight 0)")
+    rp.add_argument("--metric", help="the metric of the tables (default: the sweep's)")
     r = sub.add_parser("resume", help="continue an interrupted sweep")
     r.add_argument("experiment", help="the experiment directory (<storage>/<name>)")
-    r.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    r.add_argument("--address", help="Ray cluster address, or auto for the cluster on this machine "
+                   "(default: RAY_ADDRESS, else a new local instance)")
     return p
 
 
@@ -243,8 +251,15 @@ def _summarise(results: Any, path: str, metric: str, mode: str) -> int:
     return 1 if errors else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the experiment's report (HTML, Markdown, tables, plots, parquet)."""
+    from analysis.report import run
+
+    return run(args.experiment, args.out, args.baseline, args.metric)
+
+
 COMMANDS = {"train": cmd_train, "validate": cmd_validate, "sweep": cmd_sweep,
-            "resume": cmd_resume}
+            "resume": cmd_resume, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

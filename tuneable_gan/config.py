@@ -17,6 +17,9 @@ import yaml
 
 from tuneable_gan.errors import ConfigError
 
+# Arches whose paper setup is class-conditional (BigGAN-CIFAR: conditional BN + projection D);
+# ``model.conditional: null`` means "as the paper", resolved against the data's labels.
+PAPER_CONDITIONAL_ARCHES = frozenset({"biggan"})
 DIFFAUGMENT_OPS = ("color", "translation", "cutout", "brightness", "saturation", "contrast")
 
 
@@ -274,7 +277,9 @@ def _check_value(key: str, typ: Any, meta: Any, v: Any) -> tuple[Any, list[str]]
 def _cross_checks(cfg: Config) -> list[str]:
     """Constraints that span fields."""
     problems = []
-    if cfg.regularizer.pairing == "same_class" and cfg.model.conditional is False:
+    unconditional = cfg.model.conditional is False or (
+        cfg.model.conditional is None and cfg.model.arch not in PAPER_CONDITIONAL_ARCHES)
+    if cfg.regularizer.pairing == "same_class" and unconditional:
         problems.append("regularizer.pairing=same_class needs model.conditional=true "
                         "(an unconditional G has no class to pair by)")
     ops = [op.strip() for op in cfg.augment.diffaugment.split(",") if op.strip()]

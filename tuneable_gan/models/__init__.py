@@ -11,7 +11,7 @@ import dataclasses
 
 from torch import nn
 
-from tuneable_gan.config import ModelConfig
+from tuneable_gan.config import PAPER_CONDITIONAL_ARCHES, ModelConfig
 from tuneable_gan.errors import ConfigError
 from tuneable_gan.models import biggan, dcgan, sngan, toy  # noqa: F401  (imported so they register)
 from tuneable_gan.models.base import MODELS, DataSpec, Discriminator, Generator
@@ -19,17 +19,15 @@ from tuneable_gan.models.base import MODELS, DataSpec, Discriminator, Generator
 __all__ = ["MODELS", "DataSpec", "Discriminator", "Generator", "build_models",
            "resolve_conditional"]
 
-# Arches whose paper setup is class-conditional (BigGAN-CIFAR: conditional BN + projection D).
-PAPER_CONDITIONAL = frozenset({"biggan"})
 
 
 def resolve_conditional(cfg: ModelConfig, spec: DataSpec) -> ModelConfig:
     """``model.conditional: null`` -> the arch's paper setting: conditional for the arches in
-    ``PAPER_CONDITIONAL`` when the data has labels, unconditional otherwise."""
+    ``PAPER_CONDITIONAL_ARCHES`` when the data has labels, unconditional otherwise."""
     if cfg.conditional is not None:
         return cfg
     return dataclasses.replace(
-        cfg, conditional=cfg.arch in PAPER_CONDITIONAL and spec.num_classes > 0)
+        cfg, conditional=cfg.arch in PAPER_CONDITIONAL_ARCHES and spec.num_classes > 0)
 
 
 def build_models(cfg: ModelConfig, spec: DataSpec) -> tuple[nn.Module, nn.Module]:

@@ -36,7 +36,9 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+        # "local": always a fresh instance; a bare init() would join any cluster another
+        # process on this machine started (use --address auto for that).
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                  log_to_driver=False)
 
 

@@ -208,7 +208,8 @@ class SweepSpec:
         """A copy that runs in about a minute on a laptop, named ``{name}-smoke`` so its results
         never mix with the real sweep's. Exactly: train.steps -> min(steps, 40); eval_every and
         checkpoint_every -> min(10, steps); eval.num_samples -> min(n, 200); axes on those four
-        keys are dropped; seeds -> 1; every grid axis keeps its first 2 values; num_samples -> 1
+        keys are dropped; seeds -> 1; the first two grid axes keep their first 2 values and any
+        further grid axis its first value (at most 4 grid cells); num_samples -> 1
         (random/grid) or 2 (optuna); ASHA grace_period -> 1 (and max_t, if set, -> at most
         the smoke run's report count). Everything else is kept."""
         doc = self.to_dict()
@@ -219,8 +220,9 @@ class SweepSpec:
                   "eval.num_samples": min(b["eval.num_samples"], SMOKE_EVAL_SAMPLES)})
         space = {k: ax for k, ax in doc["space"].items()
                  if k not in SMOKE_PINNED and "seeds" not in ax}
-        doc["space"] = {k: {"grid": ax["grid"][:2]} if "grid" in ax else ax
-                        for k, ax in space.items()}
+        grids = [k for k, ax in space.items() if "grid" in ax]
+        doc["space"] = {k: {"grid": ax["grid"][:2 if grids.index(k) < 2 else 1]}
+                        if "grid" in ax else ax for k, ax in space.items()}
         t = doc["tune"]
         t["num_samples"] = 2 if t["search"] == "optuna" else 1
         if isinstance(t["scheduler"], dict):

@@ -29,11 +29,13 @@ SEARCHES = ("random", "grid", "optuna")
 SEED_KEY, SAMPLE_KEY, TRIAL_INDEX = "train.seed", "__sample__", "__trial_index__"
 # What a trial reports (DESIGN.md) and which way is better; extend when the trainable adds one.
 METRICS: dict[str, str | None] = {
-    "fid": "min", "kid": "min", "is_mean": "max", "modes_covered": "max", "w1": "min",
+    "fid": "min", "fid_best": "min", "kid": "min", "is_mean": "max", "modes_covered": "max",
+    "w1": "min", "w1_best": "min",
     "dig": None, "grad_norm_real": None, "grad_norm_fake": None, "d_loss": None,
     "g_loss": None, "reg_loss": None, "sparsity": None, "steps_per_s": "max", "step": None,
     "images_seen": None}
-IMAGE_METRICS, TOY_METRICS = ("fid", "kid", "is_mean"), ("modes_covered", "w1")
+IMAGE_METRICS = ("fid", "fid_best", "kid", "is_mean")
+TOY_METRICS = ("modes_covered", "w1", "w1_best")
 SMOKE_STEPS, SMOKE_EVERY, SMOKE_EVAL_SAMPLES = 40, 10, 200
 SMOKE_PINNED = ("train.steps", "train.eval_every", "train.checkpoint_every", "eval.num_samples")
 # Pairwise checks catch every cross-field rule of the schema; the full product only when small.

@@ -1,0 +1,369 @@
+"""Seed statistics per ablation cell, paired comparisons with a baseline, parameter importance.
+
+A *cell* is one combination of the swept factors (every axis but the seed); its trials are the
+seed replicates. Decisions, each stated where the numbers are used:
+
+* Two readings of a trial. ``final`` (``at_step=None``): the value at its last report, counted
+  only for trials that *finished* (reached ``train.steps``). ASHA-stopped trials are never
+  averaged with finished ones: they are counted per cell (``stopped``: "1/2 seeds stopped at
+  200"), as are diverged, errored and running trials. ``at_step=S``: every trial that reached
+  step S, stopped or not, read at its last report at or before S: one common budget, so cells
+  ASHA cut short are compared fairly (``common_step`` gives ASHA's first rung).
+* Spread: sample std (ddof 1) and a seeded percentile bootstrap 95% CI of the mean.
+* Paired test against the baseline cell over matching seeds: paired t-test for 2-5 pairs (the
+  Wilcoxon signed-rank test cannot reach p < 0.05 with 5 pairs or fewer: its smallest two-sided
+  p is 2/2^n), Wilcoxon signed-rank from 6 pairs (no normality assumption, robust to one
+  collapsed seed, ~95% of the t-test's efficiency on normal data). Holm-corrected across cells.
+* Rows with different ``eval_protocol`` fingerprints are never aggregated (UserError).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+from tuneable_gan.errors import UserError
+
+SEED_KEY = "train.seed"
+MIN_WILCOXON = 6
+# Which way is better, for bold marks and "best" picks; metrics not listed (dig, losses) have no
+# better direction.
+_BETTER = {"fid": "min", "kid": "min", "w1": "min", "is_mean": "max", "modes_covered": "max"}
+
+
+def direction(metric: str) -> str | None:
+    """"min" or "max" when lower or higher is better for ``metric`` (``*_best`` follows its
+    base metric), else None."""
+    return _BETTER.get(metric.removesuffix("_best"))
+
+
+def check_protocol(df: pd.DataFrame) -> str | None:
+    """The one ``eval_protocol`` of ``df`` (None if it has none); UserError if it has several."""
+    if "eval_protocol" not in df:
+        return None
+    fps = sorted(str(v) for v in df["eval_protocol"].dropna().unique())
+    if len(fps) > 1:
+        raise UserError(
+            f"refusing to aggregate rows with {len(fps)} different eval_protocol fingerprints "
+            f"({', '.join(fps)}): metrics from different feature extractors, sample counts, "
+            "reference splits or resolutions are not comparable; filter to one eval_protocol")
+    return fps[0] if fps else None
+
+
+def factors_of(df: pd.DataFrame, factors: Sequence[str] | None = None) -> list[str]:
+    """``factors`` if given, else the swept factors ``collect`` recorded in ``df.attrs``."""
+    out = list(df.attrs.get("factors", []) if factors is None else factors)
+    missing = [f for f in out if f not in df.columns]
+    if missing:
+        raise UserError(f"factor {missing[0]} is not a column of the results")
+    return out
+
+
+def _norm(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple((v is None, isinstance(v, str), v if isinstance(v, (int, float)) else str(v))
+                 for v in key)
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality of factor values that tolerates 0 vs 0.0 and float round trips."""
+    a, b = _norm(a), _norm(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and \
+            not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def cell_label(cell: dict[str, Any]) -> str:
+    """``weight=100, pairing=random`` (short keys where unambiguous); "all" for no factors."""
+    shorts = [k.rsplit(".", 1)[-1] for k in cell]
+    keys = [s if shorts.count(s) == 1 else k for k, s in zip(cell, shorts)]
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in zip(keys, cell.values())) or "all"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def common_step(df: pd.DataFrame) -> int | None:
+    """The largest step every finished or stopped trial reached (ASHA's first rung)."""
+    last = df[df["last_report"] & df["status"].isin(["finished", "stopped"])]
+    return None if last.empty else int(last["step"].min())
+
+
+def _value_columns(df: pd.DataFrame, metrics: Iterable[str]) -> list[str]:
+    cols = []
+    for m in metrics:
+        if m not in df.columns:
+            raise UserError(f"metric {m!r} is not reported by this experiment (reported: "
+                            f"{', '.join(c for c in _numeric(df))})")
+        cols.append(m)
+        if not m.endswith("_best") and f"{m}_best" in df.columns:
+            cols.append(f"{m}_best")
+    return list(dict.fromkeys(cols))
+
+
+def _numeric(df: pd.DataFrame) -> list[str]:
+    skip = ("step", "training_iteration", "timestamp", "pid", "stopped_at")
+    return [c for c in df.columns if "." not in c and c not in skip
+            and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+
+
+def trial_values(df: pd.DataFrame, metrics: Sequence[str] = ("fid",), *,
+                 at_step: int | None = None,
+                 factors: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per trial: factors, seed, status, the step read, ``usable`` and each metric
+    (plus ``<m>_best`` where the trial reports it, e.g. ``fid_best``).
+
+    ``at_step=None``: the last report; usable only for finished trials. ``at_step=S``: the last
+    report at or before S, usable for every trial that reached S without diverging.
+    """
+    factors = factors_of(df, factors)
+    metrics = list(metrics)
+    cols = _value_columns(df, metrics)
+    out = []
+    for tid, g in df.sort_values(["trial_id", "step"]).groupby("trial_id", sort=True):
+        last = g.iloc[-1]
+        rec: dict[str, Any] = {"trial_id": tid, "trial_dir": last.get("trial_dir"),
+                               **{f: _norm(last[f]) for f in factors},
+                               SEED_KEY: _norm(last.get(SEED_KEY)), "status": last["status"],
+                               "stopped_at": last["stopped_at"]}
+        g = g[g["step"].notna()]  # a trial that never reported has one row with step NaN
+        take = g if at_step is None else g[g["step"] <= at_step]
+        reached = not g.empty and (at_step is None or g["step"].iloc[-1] >= at_step)
+        if take.empty or not reached:
+            out.append(rec | {"step": None, "usable": False} | dict.fromkeys(cols, np.nan))
+            continue
+        row = take.iloc[-1]
+        for c in cols:
+            rec[c] = float(row[c]) if pd.notna(row[c]) else np.nan
+        ok = (last["status"] == "finished") if at_step is None else not bool(row.get("diverged"))
+        finite = all(math.isfinite(rec[m]) for m in metrics if not math.isnan(rec[m]))
+        out.append(rec | {"step": int(row["step"]), "usable": bool(ok and finite)})
+    tv = pd.DataFrame(out)
+    tv.attrs = dict(df.attrs) | {"factors": factors, "values": cols, "at_step": at_step}
+    return tv
+
+
+def _cells(tv: pd.DataFrame, factors: list[str]) -> list[tuple[tuple[Any, ...], pd.DataFrame]]:
+    keys = [tuple(_norm(v) for v in r) for r in tv[factors].itertuples(index=False)] \
+        if factors else [()] * len(tv)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    return [(k, tv.iloc[groups[k]]) for k in sorted(groups, key=_sort_key)]
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
+                 n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean, seeded; (nan, nan) below two values."""
+    x = np.asarray(values, dtype=float)
+    if x.size < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_resamples, x.size))].mean(axis=1)
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(means, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def _counts(g: pd.DataFrame) -> dict[str, Any]:
+    n = len(g)
+    st_ = g[g["status"] == "stopped"]
+    steps = sorted({int(s) for s in st_["stopped_at"].dropna()})
+    stopped = (f"{len(st_)}/{n} seeds stopped at {', '.join(map(str, steps))}"
+               if len(st_) else "")
+    other = [f"{(g['status'] == s).sum()}/{n} {s}" for s in ("diverged", "errored", "running")
+             if (g["status"] == s).any()]
+    return {"n_seeds": n, "n_stopped": len(st_), "stopped": stopped, "note": "; ".join(other),
+            **{f"n_{s}": int((g["status"] == s).sum()) for s in ("diverged", "errored",
+                                                                  "running")}}
+
+
+def aggregate(df: pd.DataFrame, metrics: Sequence[str] = ("fid",), *,
+              at_step: int | None = None, factors: Sequence[str] | None = None,
+              confidence: float = 0.95, n_resamples: int = 10_000,
+              seed: int = 0) -> pd.DataFrame:
+    """Per cell: ``n_seeds`` (trials), ``n`` (usable, see ``trial_values``), the counts of
+    stopped/diverged/errored/running trials with a ``stopped`` note, and per value column
+    ``<v>_mean``, ``<v>_std``, ``<v>_ci_low``, ``<v>_ci_high``. UserError on mixed protocols."""
+    protocol = check_protocol(df)
+    tv = trial_values(df, metrics, at_step=at_step, factors=factors)
+    factors, cols = tv.attrs["factors"], tv.attrs["values"]
+    out = []
+    for key, g in _cells(tv, factors):
+        use = g[g["usable"]]
+        rec: dict[str, Any] = dict(zip(factors, key)) | {"n": len(use)} | _counts(g)
+        for c in cols:
+            x = use[c].to_numpy(dtype=float)
+            lo, hi = bootstrap_ci(x, confidence, n_resamples, seed)
+            rec |= {f"{c}_mean": float(x.mean()) if x.size else math.nan,
+                    f"{c}_std": float(x.std(ddof=1)) if x.size > 1 else math.nan,
+                    f"{c}_ci_low": lo, f"{c}_ci_high": hi}
+        out.append(rec)
+    agg = pd.DataFrame(out)
+    agg.attrs = tv.attrs | {"eval_protocol": protocol, "confidence": confidence}
+    return agg
+
+
+def paired_test(x: Sequence[float], y: Sequence[float], test: str = "auto") -> tuple[float, str]:
+    """(two-sided p, test name) for paired samples ``x`` vs ``y``: "paired t" or "Wilcoxon"
+    (``test="auto"``: Wilcoxon from ``MIN_WILCOXON`` pairs, else t); NaN below 2 pairs."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if test not in ("auto", "t", "wilcoxon"):
+        raise UserError(f"test must be auto, t or wilcoxon, got {test!r}")
+    if x.size < 2:
+        return math.nan, "none (fewer than 2 pairs)"
+    name = "Wilcoxon" if test == "wilcoxon" or (test == "auto" and x.size >= MIN_WILCOXON) \
+        else "paired t"
+    if np.all(x == y):
+        return 1.0, name  # no difference at all (both tests are undefined there)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = st.wilcoxon(x, y).pvalue if name == "Wilcoxon" else st.ttest_rel(x, y).pvalue
+    return float(p), name
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values, in the input order; NaN stays NaN and is not
+    counted among the hypotheses."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def find_cell(tv: pd.DataFrame, baseline: dict[str, Any],
+              factors: Sequence[str]) -> tuple[tuple[Any, ...], str]:
+    """The first cell (in sorted order) matching ``baseline``; (key, note), UserError if none."""
+    for k in baseline:
+        if k not in factors:
+            raise UserError(f"baseline key {k} is not a swept factor (swept: "
+                            f"{', '.join(factors) or 'none'})")
+    cells = [key for key, _ in _cells(tv, list(factors))]
+    hits = [c for c in cells if all(same_value(dict(zip(factors, c))[k], v)
+                                    for k, v in baseline.items())]
+    if not hits:
+        want = ", ".join(f"{k}={_fmt(v)}" for k, v in baseline.items())
+        raise UserError(f"no cell has {want} (cells: "
+                        f"{'; '.join(cell_label(dict(zip(factors, c))) for c in cells[:6])})")
+    note = "" if len(hits) == 1 else (f"baseline matches {len(hits)} cells; using the first "
+                                      "(give more --baseline keys to choose)")
+    return hits[0], note
+
+
+def default_baseline(df: pd.DataFrame, factors: Sequence[str] | None = None) -> dict[str, Any]:
+    """regularizer.name=none if swept, else regularizer.weight=0 if swept, else the first
+    cell."""
+    factors = factors_of(df, factors)
+    for key, value in (("regularizer.name", "none"), ("regularizer.weight", 0.0)):
+        if key in factors and any(same_value(v, value) for v in df[key].dropna().unique()):
+            return {key: value}
+    tv = trial_values(df, [], factors=factors) if factors else None
+    if tv is None or tv.empty:
+        return {}
+    return dict(zip(factors, _cells(tv, list(factors))[0][0]))
+
+
+def compare(df: pd.DataFrame, baseline: dict[str, Any] | None = None, value: str = "fid", *,
+            at_step: int | None = None, factors: Sequence[str] | None = None,
+            test: str = "auto") -> pd.DataFrame:
+    """Each cell against the baseline cell over matching seeds: ``n_pairs``, ``delta`` (mean
+    of cell - baseline), ``test``, ``p`` and Holm-adjusted ``p_holm`` (across cells)."""
+    check_protocol(df)
+    factors = factors_of(df, factors)
+    tv = trial_values(df, [value], at_step=at_step, factors=factors)
+    baseline = default_baseline(df, factors) if baseline is None else baseline
+    bkey, note = find_cell(tv, baseline, factors)
+    cells = _cells(tv, factors)
+
+    def by_seed(g: pd.DataFrame) -> pd.Series:
+        u = g[g["usable"] & g[value].notna()]
+        return u.groupby(SEED_KEY)[value].mean()  # duplicates of a seed: their mean
+
+    ref = by_seed(dict(cells)[bkey])
+    out = []
+    for key, g in cells:
+        s = by_seed(g)
+        common = s.index.intersection(ref.index)
+        rec = dict(zip(factors, key)) | {"is_baseline": key == bkey, "n_pairs": len(common)}
+        if key == bkey:
+            out.append(rec | {"delta": 0.0, "test": "baseline", "p": math.nan})
+            continue
+        x, y = s[common].to_numpy(), ref[common].to_numpy()
+        p, name = paired_test(x, y, test)
+        out.append(rec | {"delta": float((x - y).mean()) if len(common) else math.nan,
+                          "test": name, "p": p})
+    cmp = pd.DataFrame(out)
+    cmp["p_holm"] = holm(cmp["p"].to_numpy())
+    cmp.attrs = {"factors": factors, "value": value, "at_step": at_step, "note": note,
+                 "baseline": dict(zip(factors, bkey)),
+                 "baseline_label": cell_label(dict(zip(factors, bkey)))}
+    return cmp
+
+
+def importance(df: pd.DataFrame, metric: str = "fid", *, at_step: int | None = None,
+               factors: Sequence[str] | None = None, seed: int = 0,
+               min_trials: int = 4) -> tuple[dict[str, float], str]:
+    """fANOVA importance of the swept factors for ``metric`` (one value per usable trial),
+    from an in-memory Optuna study whose distributions match the axes. Returns
+    (importances, "") or ({}, the reason it was skipped)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.importance import FanovaImportanceEvaluator
+
+    factors = factors_of(df, factors)
+    tv = trial_values(df, [metric], at_step=at_step, factors=factors)
+    use = tv[tv["usable"] & tv[metric].notna()]
+    axes = df.attrs.get("axes", {})
+    varying = [f for f in factors if len({_norm(v) for v in use[f]}) >= 2]
+    if len(use) < min_trials:
+        return {}, f"needs at least {min_trials} usable trials, has {len(use)}"
+    if len(varying) < 2:
+        return {}, ("needs at least two swept factors with two or more distinct values "
+                    f"among the usable trials (have: {', '.join(varying) or 'none'})")
+    dists: dict[str, Any] = {}
+    for f in varying:
+        kind, arg = next(iter(axes.get(f, {"choice": None}).items()))
+        seen = sorted({_norm(v) for v in use[f]}, key=lambda v: _sort_key((v,)))
+        if kind in ("uniform", "loguniform"):
+            dists[f] = FloatDistribution(min(arg[0], *seen), max(arg[1], *seen),
+                                         log=kind == "loguniform")
+        elif kind == "randint":
+            dists[f] = IntDistribution(min(arg[0], *seen), max(arg[1] - 1, *seen))
+        else:  # grid / choice: categorical over the listed values (and any seen beyond them)
+            listed = [_norm(v) for v in (arg or [])]
+            dists[f] = CategoricalDistribution(
+                listed + [v for v in seen if not any(same_value(v, w) for w in listed)])
+    optuna.logging.set_verbosity(logging.WARNING)
+    study = optuna.create_study(direction="maximize" if direction(metric) == "max"
+                                else "minimize")
+    for rec in use.to_dict("records"):
+        params = {f: _norm(rec[f]) for f in varying}
+        for f, d in dists.items():  # the choice object itself, so 0 and 0.0 cannot differ
+            if isinstance(d, CategoricalDistribution):
+                params[f] = next(c for c in d.choices if same_value(c, params[f]))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                  value=float(rec[metric])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imp = optuna.importance.get_param_importances(
+            study, evaluator=FanovaImportanceEvaluator(seed=seed), params=varying)
+    return {k: float(v) for k, v in imp.items()}, ""

@@ -1,0 +1,194 @@
+"""Ablation tables from ``stats.aggregate`` (+ ``stats.compare``): Markdown, LaTeX (booktabs),
+CSV.
+
+One row per cell: the factor values, ``n`` (usable / all seeds), ``mean ± std`` (or the bootstrap
+CI) per value column, the difference from the baseline with its Holm-corrected p-value and the
+test that gave it, and the cell's stopped/diverged notes. The best mean of each column is bold:
+lowest for FID-like metrics, highest for ``is_mean`` and ``modes_covered``; columns without a
+direction (dig, losses) get none.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.stats import direction
+
+_TEST_ABBR = {"paired t": "t", "Wilcoxon": "W"}
+_LATEX_ESC = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#",
+              "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+              "^": r"\textasciicircum{}"}
+
+
+@dataclass
+class Table:
+    """A formatted table: header, display text per cell, which cells are bold, the numeric
+    frame behind it (for CSV) and a caption saying what the numbers are."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    bold: list[list[bool]]
+    raw: pd.DataFrame
+    caption: str
+    n_factors: int = 0
+
+
+def _decimals(values: np.ndarray) -> int:
+    finite = np.abs(values[np.isfinite(values)])
+    if finite.size == 0:
+        return 2
+    top = finite.max()
+    return 1 if top >= 100 else 2 if top >= 1 else 3 if top >= 0.01 else 5
+
+
+def _num(x: float, d: int) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.{d}f}"
+
+
+def _p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
+                   values: list[str] | None = None, *, spread: str = "std") -> Table:
+    """Format ``agg`` (``stats.aggregate``) and, when given, its ``comparison``
+    (``stats.compare``, same factors, same cell order). ``values``: value columns to show
+    (default all of ``agg``); ``spread``: "std" (mean ± std) or "ci" (mean [low, high])."""
+    if spread not in ("std", "ci"):
+        raise ValueError(f"spread must be std or ci, got {spread!r}")
+    factors = list(agg.attrs.get("factors", []))
+    values = list(values or agg.attrs.get("values", []))
+    shorts = [f.rsplit(".", 1)[-1] for f in factors]
+    names = [s if shorts.count(s) == 1 else f for f, s in zip(factors, shorts)]
+    columns = [*names, "n", *values]
+    has_cmp = comparison is not None and not comparison.empty
+    if has_cmp:
+        cv = comparison.attrs.get("value", "")
+        columns += [f"Δ {cv}", "p (Holm)"]
+    columns.append("stopped / notes")
+    best: dict[str, float] = {}
+    for v in values:
+        means = agg[f"{v}_mean"].to_numpy(dtype=float)
+        ok = np.isfinite(means)
+        # A column where every cell ties says nothing: no bold there.
+        if direction(v) and ok.sum() > 1 and np.ptp(means[ok]) > 0:
+            best[v] = means[ok].min() if direction(v) == "min" else means[ok].max()
+    dec = {v: _decimals(agg[f"{v}_mean"].to_numpy(dtype=float)) for v in values}
+    if has_cmp:  # differences in the units (and decimals) of the compared value
+        cv = comparison.attrs.get("value", "")
+        dec["Δ"] = dec.get(cv) or _decimals(np.abs(agg[f"{cv}_mean"].to_numpy(dtype=float))
+                                            if f"{cv}_mean" in agg else np.array([]))
+    rows, bold = [], []
+    for i, r in agg.reset_index(drop=True).iterrows():
+        text = [_fmt_factor(r[f]) for f in factors] + [f"{int(r['n'])}/{int(r['n_seeds'])}"]
+        marks = [False] * len(text)
+        for v in values:
+            m, d = r[f"{v}_mean"], dec[v]
+            if spread == "std":
+                s = r[f"{v}_std"]
+                text.append(_num(m, d) + ("" if pd.isna(s) or pd.isna(m) else f" ± {_num(s, d)}"))
+            else:
+                lo, hi = r[f"{v}_ci_low"], r[f"{v}_ci_high"]
+                ci = "" if pd.isna(lo) else f" [{_num(lo, d)}, {_num(hi, d)}]"
+                text.append(_num(m, d) + ci)
+            marks.append(v in best and np.isfinite(m) and math.isclose(m, best[v]))
+        if has_cmp:
+            c = comparison.iloc[i]
+            if c["is_baseline"]:
+                text += ["baseline", ""]
+            else:
+                delta = "—" if pd.isna(c["delta"]) else f"{c['delta']:+.{dec['Δ']}f}"
+                abbr = _TEST_ABBR.get(c["test"], "")
+                text += [delta, _p(c["p_holm"]) + (f" ({abbr})" if abbr else "")]
+            marks += [False, False]
+        text.append("; ".join(x for x in (r["stopped"], r["note"]) if x))
+        marks.append(False)
+        rows.append(text)
+        bold.append(marks)
+    raw = agg.copy()
+    if has_cmp:
+        raw = pd.concat([raw.reset_index(drop=True), comparison[
+            ["is_baseline", "n_pairs", "delta", "test", "p", "p_holm"]].reset_index(drop=True)],
+            axis=1)
+    return Table(columns, rows, bold, raw, _caption(agg, comparison if has_cmp else None, spread),
+                 len(factors))
+
+
+def _fmt_factor(v: object) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "null"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _caption(agg: pd.DataFrame, cmp: pd.DataFrame | None, spread: str) -> str:
+    at = agg.attrs.get("at_step")
+    what = (f"Every trial that reached step {at} (stopped trials included), read at step {at}."
+            if at is not None else
+            "Finished trials only (last report); early-stopped trials are counted, not averaged.")
+    conf = int(round(100 * agg.attrs.get("confidence", 0.95)))
+    sp = "mean ± std over seeds" if spread == "std" else f"mean [{conf}% bootstrap CI]"
+    text = f"{what} {sp}; n = usable/all seeds; bold = best."
+    if cmp is not None:
+        text += (f" Δ = mean paired difference from the baseline ({cmp.attrs['baseline_label']})"
+                 " over matching seeds; p Holm-corrected across cells (t = paired t-test, "
+                 "W = Wilcoxon signed-rank).")
+        if cmp.attrs.get("note"):
+            text += f" Note: {cmp.attrs['note']}."
+    return text
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub Markdown (bold as ``**x**``), the caption as a line below."""
+    def cell(t: str, b: bool) -> str:
+        t = t.replace("|", "\\|")
+        return f"**{t}**" if b and t != "—" else t
+
+    lines = ["| " + " | ".join(table.columns) + " |",
+             "|" + "|".join("---" for _ in table.columns) + "|"]
+    lines += ["| " + " | ".join(cell(t, b) for t, b in zip(r, m)) + " |"
+              for r, m in zip(table.rows, table.bold)]
+    return "\n".join(lines) + f"\n\n{table.caption}\n"
+
+
+def _tex(t: str) -> str:
+    out = "".join(_LATEX_ESC.get(ch, ch) for ch in t)
+    return out.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("—", "--")
+
+
+def to_latex(table: Table, label: str = "tab:ablation") -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+    align = "l" * table.n_factors + "r" * (len(table.columns) - table.n_factors - 1) + "l"
+    body = [" & ".join((rf"\textbf{{{_tex(t)}}}" if b and t != "—" else _tex(t))
+                       for t, b in zip(r, m)) + r" \\" for r, m in zip(table.rows, table.bold)]
+    return "\n".join([
+        r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex(table.caption)}}}",
+        rf"\label{{{label}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+        " & ".join(_tex(c) for c in table.columns) + r" \\", r"\midrule", *body,
+        r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+
+
+def to_csv(table: Table) -> str:
+    """The numbers behind the table (full precision, one column per statistic)."""
+    return table.raw.to_csv(index=False)
+
+
+def write_tables(table: Table, out_dir: str | Path, stem: str = "ablation") -> dict[str, Path]:
+    """``<stem>.md``, ``<stem>.tex`` and ``<stem>.csv`` in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / f"{stem}.md", "tex": out / f"{stem}.tex", "csv": out / f"{stem}.csv"}
+    paths["md"].write_text(to_markdown(table))
+    paths["tex"].write_text(to_latex(table, label=f"tab:{stem}"))
+    paths["csv"].write_text(to_csv(table))
+    return paths

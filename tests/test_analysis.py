@@ -1,0 +1,334 @@
+"""analysis/: collect -> stats -> tables -> plots -> report, on a real tiny sweep and on hand-made
+frames whose statistics are known."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+from conftest import TINY
+from scipy import stats as st
+
+from analysis import stats, tables
+from analysis.collect import collect, read_collected, trial_table
+from analysis.report import build_report, main, parse_baseline
+from tuneable_gan.config import load_config
+from tuneable_gan.errors import UserError
+from tuneable_gan.tune.launch import run_sweep
+from tuneable_gan.tune.space import spec_from_dict
+
+BASE = TINY | {"train.steps": 8, "train.eval_every": 2, "train.checkpoint_every": 4,
+               "eval.num_samples": 64, "eval.batch_size": 64}
+
+
+@pytest.fixture(scope="session")
+def experiment(tmp_path_factory) -> str:
+    """A real 4-trial sweep (regularizer.weight 0 and 10 x 2 seeds, ASHA grace 1, rf 2)."""
+    root = tmp_path_factory.mktemp("analysis")
+    doc = {"name": "tiny", "base": BASE,
+           "space": {"regularizer.weight": {"grid": [0.0, 10.0]}, "train.seed": {"seeds": 2}},
+           "tune": {"search": "grid", "storage": str(root / "results"), "resources": {"cpu": 1},
+                    "scheduler": {"asha": {"grace_period": 1, "reduction_factor": 2}}}}
+    old = os.environ.get("TUNEABLE_GAN_CACHE")
+    os.environ["TUNEABLE_GAN_CACHE"] = str(root / "cache")  # before ray.init: workers inherit
+    owned = not ray.is_initialized()
+    if owned:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    try:
+        results = run_sweep(spec_from_dict(doc, source=str(root / "tiny.yaml")))
+    finally:
+        if owned:
+            ray.shutdown()  # other test modules start their own Ray
+        if old is None:
+            os.environ.pop("TUNEABLE_GAN_CACHE", None)
+        else:
+            os.environ["TUNEABLE_GAN_CACHE"] = old
+    assert results.num_errors == 0
+    return str(root / "results" / "tiny")
+
+
+def _copy(experiment: str, tmp_path: Path) -> Path:
+    dst = tmp_path / "tiny"
+    shutil.copytree(experiment, dst, ignore=shutil.ignore_patterns("report"))
+    return dst
+
+
+def _result_rows(trial_dir: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (trial_dir / "result.json").read_text().splitlines()]
+
+
+# -- collect on the real sweep -------------------------------------------------------------------
+
+
+def test_collect_gives_one_row_per_trial_and_report_with_statuses(experiment):
+    df = collect(experiment)
+    dirs = sorted(Path(experiment).glob("trial_*"))
+    assert len(dirs) == 4
+    assert len(df) == sum(len(_result_rows(d)) for d in dirs)
+    assert df.groupby("trial_id").size().to_dict() == {
+        _result_rows(d)[0]["trial_id"]: len(_result_rows(d)) for d in dirs}
+    assert df.attrs["factors"] == ["regularizer.weight"] and df.attrs["seeds"] == 2
+    assert {"regularizer.weight", "train.seed", "fid", "fid_best", "dig", "eval_protocol",
+            "time_total_s", "status", "stopped_at"} <= set(df.columns)
+    last = trial_table(df)
+    assert set(last["status"]) <= {"finished", "stopped"} and (last["status"] == "finished").any()
+    for r in last.itertuples():
+        if r.status == "finished":
+            assert r.step == 8 and pd.isna(r.stopped_at)
+        else:  # ASHA stopped it: the step it reached is recorded
+            assert r.stopped_at == r.step < 8
+    assert not df.duplicated(["trial_id", "step"]).any()
+
+
+def test_collect_keeps_the_last_of_a_duplicated_report(experiment, tmp_path):
+    exp = _copy(experiment, tmp_path)
+    trial = max(exp.glob("trial_*"), key=lambda d: len(_result_rows(d)))
+    rows = _result_rows(trial)
+    dup = rows[0] | {"fid": 12345.0}  # a restore after a hard kill re-reports a step
+    with open(trial / "result.json", "a") as f:
+        f.write(json.dumps(dup) + "\n")
+    df = collect(exp)
+    mine = df[df["trial_id"] == rows[0]["trial_id"]]
+    assert len(mine) == len(rows) and mine["step"].is_monotonic_increasing
+    assert mine.loc[mine["step"] == rows[0]["step"], "fid"].item() == 12345.0
+
+
+def _set_state(exp: Path, trial_id: str, status: str) -> None:
+    path = max(exp.glob("experiment_state-*.json"))
+    doc = json.loads(path.read_text())
+    for entry in doc["trial_data"]:
+        info = json.loads(entry[0])
+        if info["trial_id"] == trial_id:
+            entry[0] = json.dumps(info | {"status": status})
+    path.write_text(json.dumps(doc))
+
+
+def test_collect_tells_running_from_interrupted_and_errored(experiment, tmp_path):
+    exp = _copy(experiment, tmp_path)
+    (a, ta), (b, tb) = [(d, _result_rows(d)[0]["trial_id"]) for d in sorted(
+        exp.glob("trial_*"))[:2]]
+    (a / "result.json").write_text(json.dumps(_result_rows(a)[0]) + "\n{\"step\": 4, \"fi")
+    _set_state(exp, ta, "RUNNING")
+    (b / "result.json").write_text(json.dumps(_result_rows(b)[0]) + "\n")  # died at step 2
+    (b / "error.txt").write_text("Failure # 1\nTraceback ...\nRuntimeError: boom\n")
+    _set_state(exp, tb, "ERROR")
+    live = trial_table(collect(exp, now=time.time())).set_index("trial_id")
+    assert live.loc[ta, "status"] == "running" and live.loc[ta, "step"] == 2  # half line skipped
+    assert live.loc[tb, "status"] == "errored" and "boom" in live.loc[tb, "status_reason"]
+    gone = trial_table(collect(exp, now=time.time() + 10_000)).set_index("trial_id")
+    assert gone.loc[ta, "status"] == "errored" and "resume" in gone.loc[ta, "status_reason"]
+
+
+def test_collect_writes_parquet_that_reads_back_with_attrs(experiment, tmp_path):
+    df = collect(experiment, out=tmp_path / "r.parquet")
+    back = read_collected(tmp_path / "r.parquet")
+    assert back.shape == df.shape and back.attrs["factors"] == ["regularizer.weight"]
+    pd.testing.assert_series_equal(back["fid"], df["fid"])
+    remote = collect(Path(experiment).as_uri())  # a URI goes through pyarrow's filesystems
+    assert remote.shape == df.shape and set(remote["status"]) == set(df["status"])
+
+
+def test_collect_refuses_a_directory_that_is_no_experiment(tmp_path):
+    with pytest.raises(UserError, match="not a tuneable-gan experiment"):
+        collect(tmp_path)
+
+
+# -- the report on the real sweep ----------------------------------------------------------------
+
+
+def test_report_writes_html_markdown_tables_parquet_and_plots(experiment, tmp_path):
+    t0 = time.perf_counter()
+    html = build_report(experiment, out=str(tmp_path / "rep"))
+    took = time.perf_counter() - t0
+    d = html.parent
+    for name in ("report.html", "report.md", "ablation.md", "ablation.tex", "ablation.csv",
+                 "results.parquet", "best_config.yaml", "plots/fid_curves.png",
+                 "plots/fid_curves.svg", "plots/samples.png"):
+        assert (d / name).is_file() and (d / name).stat().st_size > 0, name
+    text = html.read_text()
+    assert "data:image/png;base64," in text and "<img src='plots" not in text  # self-contained
+    md = (d / "report.md").read_text()
+    assert "baseline | weight=0" in md and "tuneable-gan train" in md
+    assert "\\toprule" in (d / "ablation.tex").read_text()
+    assert len(pd.read_csv(d / "ablation.csv")) == 2  # two cells
+    cfg = load_config(d / "best_config.yaml")  # the command's config loads as a run config
+    assert cfg.train.steps == 8
+    print(f"build_report on the tiny sweep: {took:.1f} s")
+
+
+def test_report_cli_and_its_one_line_errors(experiment, tmp_path, capsys):
+    assert main([experiment, "--out", str(tmp_path / "r"), "--baseline",
+                 "regularizer.weight=10", "--metric", "fid_best"]) == 0
+    assert "report:" in capsys.readouterr().out
+    assert "Δ fid_best" in (tmp_path / "r" / "ablation.md").read_text()
+    for argv, msg in (([experiment, "--baseline", "regularizer.weight=3"], "no cell has"),
+                      ([experiment, "--baseline", "model.z_dim=8"], "not a swept factor"),
+                      ([experiment, "--baseline", "oops"], "expects key=value"),
+                      ([experiment, "--metric", "nope"], "not reported")):
+        with pytest.raises(UserError, match=msg) as e:
+            main([*argv, "--out", str(tmp_path / "x")])
+        assert "\n" not in str(e.value)
+    assert not (tmp_path / "x").exists()  # nothing half-written
+    assert parse_baseline(["a.b=0.5", "c=none"]) == {"a.b": 0.5, "c": "none"}
+
+
+def test_analysis_does_not_import_ray():
+    code = ("import sys, analysis.report, analysis.stats; analysis.stats.direction('fid'); "
+            "print('ray' in sys.modules)")
+    root = str(Path(__file__).parents[1])
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True, cwd=root)
+    assert out.stdout.strip() == "False"
+
+
+# -- statistics on hand-made frames --------------------------------------------------------------
+
+
+def frame(trials: list[dict], factors: tuple[str, ...] = ("regularizer.weight",)) -> pd.DataFrame:
+    """Rows as collect makes them. Each trial: cell values, seed, fids (one per report, every
+    100 steps), status (finished/stopped/...), optional protocol and is_mean."""
+    rows = []
+    for i, t in enumerate(trials):
+        fids = t["fids"]
+        for j, fid in enumerate(fids):
+            rows.append({**t["cell"], "trial_id": f"t{i}", "trial_dir": f"trial_t{i}",
+                         "train.seed": t["seed"], "step": 100 * (j + 1), "fid": fid,
+                         "fid_best": min(fids[:j + 1]), "is_mean": t.get("is_mean", 1.0),
+                         "eval_protocol": t.get("protocol", "p1"), "diverged": False,
+                         "status": t["status"], "time_total_s": 10.0,
+                         "stopped_at": 100 * len(fids) if t["status"] == "stopped" else None,
+                         "last_report": j == len(fids) - 1})
+    df = pd.DataFrame(rows)
+    df["stopped_at"] = df["stopped_at"].astype("Int64")
+    df.attrs.update(factors=list(factors), axes={f: {"grid": sorted({t["cell"][f]
+                                                                      for t in trials})}
+                                                  for f in factors})
+    return df
+
+
+def test_bootstrap_ci_covers_the_true_mean_in_most_repeats():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for rep in range(100):
+        lo, hi = stats.bootstrap_ci(rng.normal(5.0, 2.0, size=30), seed=rep, n_resamples=2000)
+        hits += lo <= 5.0 <= hi
+    assert hits >= 85
+    assert stats.bootstrap_ci([1.0, 2.0, 3.0], seed=1) == stats.bootstrap_ci([1.0, 2.0, 3.0],
+                                                                             seed=1)
+    assert all(np.isnan(stats.bootstrap_ci([1.0])))
+
+
+def test_holm_against_a_hand_computation():
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    got = stats.holm([0.5, np.nan, 0.001, 0.2])  # NaN is no hypothesis: m = 3
+    np.testing.assert_allclose(got, [0.5, np.nan, 0.003, 0.4])
+
+
+def test_paired_test_p_value_is_scipys():
+    x, y = [3.1, 2.4, 5.0, 4.2], [2.0, 2.5, 3.9, 3.0]
+    p, name = stats.paired_test(x, y)
+    assert name == "paired t" and p == pytest.approx(st.ttest_rel(x, y).pvalue, rel=1e-12)
+    x8, y8 = np.arange(8.0), np.arange(8.0) + [0.5, 1, -0.2, 2, 1.5, 0.1, 3, 0.7]
+    p, name = stats.paired_test(x8, y8)
+    assert name == "Wilcoxon" and p == pytest.approx(st.wilcoxon(x8, y8).pvalue, rel=1e-12)
+    assert np.isnan(stats.paired_test([1.0], [2.0])[0])
+
+
+def test_stopped_trials_are_counted_not_averaged():
+    df = frame([{"cell": {"regularizer.weight": 0.0}, "seed": s, "status": "finished",
+                 "fids": [90.0, 80.0, 70.0 + 2 * s]} for s in range(4)]
+               + [{"cell": {"regularizer.weight": 10.0}, "seed": s, "status": "finished",
+                   "fids": [80.0, 60.0, 50.0 + s]} for s in range(2)]
+               + [{"cell": {"regularizer.weight": 10.0}, "seed": s, "status": "stopped",
+                   "fids": [200.0, 190.0]} for s in (2, 3)])
+    agg = stats.aggregate(df, ["fid"]).set_index("regularizer.weight")
+    assert agg.loc[10.0, "stopped"] == "2/4 seeds stopped at 200"
+    assert agg.loc[10.0, "n"] == 2 and agg.loc[10.0, "fid_mean"] == pytest.approx(50.5)
+    assert agg.loc[0.0, "stopped"] == "" and agg.loc[0.0, "fid_mean"] == pytest.approx(73.0)
+    assert agg.loc[0.0, "fid_std"] == pytest.approx(np.std([70, 72, 74, 76], ddof=1))
+    at = stats.aggregate(df, ["fid"], at_step=stats.common_step(df)).set_index(
+        "regularizer.weight")  # the common budget: step 200, every trial counts
+    assert stats.common_step(df) == 200 and at.loc[10.0, "n"] == 4
+    assert at.loc[10.0, "fid_mean"] == pytest.approx((60 + 60 + 190 + 190) / 4)
+    cmp = stats.compare(df, None, "fid").set_index("regularizer.weight")
+    assert cmp.loc[0.0, "is_baseline"]  # default baseline: weight 0
+    assert cmp.loc[10.0, "n_pairs"] == 2  # seeds 0 and 1 finished in both cells
+    assert cmp.loc[10.0, "delta"] == pytest.approx(-20.5)
+    assert cmp.loc[10.0, "p"] == pytest.approx(st.ttest_rel([50, 51], [70, 72]).pvalue)
+    assert cmp.loc[10.0, "test"] == "paired t"
+
+
+def test_mixed_eval_protocols_are_refused_in_one_line():
+    df = frame([{"cell": {"regularizer.weight": w}, "seed": 0, "status": "finished",
+                 "fids": [1.0], "protocol": p} for w, p in ((0.0, "a-n1000"), (1.0, "b-n50"))])
+    with pytest.raises(UserError, match="eval_protocol") as e:
+        stats.aggregate(df)
+    assert "\n" not in str(e.value) and "a-n1000" in str(e.value)
+    with pytest.raises(UserError):
+        stats.compare(df, {"regularizer.weight": 0.0})
+
+
+def test_fanova_importance_finds_the_factor_that_matters():
+    rng = np.random.default_rng(0)
+    trials = [{"cell": {"regularizer.weight": w, "regularizer.pairing": p}, "seed": s,
+               "status": "finished", "fids": [100.0 * i + rng.normal(0, 0.1)]}
+              for i, w in enumerate((1.0, 10.0, 100.0)) for p in ("random", "magnitude")
+              for s in range(2)]
+    df = frame(trials, ("regularizer.weight", "regularizer.pairing"))
+    imp, why = stats.importance(df, "fid")
+    assert why == "" and imp["regularizer.weight"] > 0.9
+    one = frame(trials[:4])
+    assert stats.importance(one, "fid")[1].startswith("needs at least two swept factors")
+
+
+def test_table_bolds_the_best_per_column_and_writes_three_formats(tmp_path):
+    df = frame([{"cell": {"regularizer.weight": w}, "seed": s, "status": "finished",
+                 "fids": [f + s], "is_mean": m + s / 10}
+                for w, f, m in ((0.0, 30.0, 2.0), (1.0, 20.0, 1.0)) for s in range(3)])
+    agg = stats.aggregate(df, ["fid", "is_mean"])
+    table = tables.ablation_table(agg, stats.compare(df, {"regularizer.weight": 0.0}, "fid"))
+    md = tables.to_markdown(table)
+    assert "| 1 | 3/3 | **21.00 ± 1.00** |" in md  # min FID is bold
+    assert "**2.10 ± 0.10**" in md  # max IS is bold
+    assert "baseline" in md and "-10.00" in md
+    paths = tables.write_tables(table, tmp_path)
+    tex = paths["tex"].read_text()
+    assert all(k in tex for k in ("\\toprule", "\\midrule", "\\bottomrule", "\\textbf{21.00"))
+    csv = pd.read_csv(paths["csv"])
+    assert list(csv["fid_mean"]) == pytest.approx([31.0, 21.0]) and "p_holm" in csv
+
+
+# -- as a person sees it -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="chromium is not installed (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(experiment, tmp_path):
+    from PIL import Image
+
+    html = build_report(experiment, out=str(tmp_path / "rep"))
+    png = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}",
+                    "--window-size=1200,2000", html.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(png).convert("L"), dtype=float)
+    assert pixels.shape == (2000, 1200)
+    assert pixels.std() > 20  # text, tables and plots, not a blank page
+    dark = (pixels < 128).mean()
+    assert 0.01 < dark < 0.6
