@@ -1,0 +1,136 @@
+"""AdvAug: feature-level adversarial augmentation (METHODS.md 3.3, pitfall 8).
+
+D side: ``h = D.trunk(x)`` (pooled features); only ``D.head`` is re-run on ``h + delta``.
+G side: ``u = G.stem(z, y)``; ``u + delta_u`` goes through ``G.rest``, T and the full D.
+
+The perturbation is FGSM/PGD without random start or projection, as in the reference code:
+``delta <- delta + gamma * sign(grad objective)``, ``steps`` times, computed on a detached copy
+of the features and returned as a constant. The objective (``mode``):
+
+- ``code_increase_logit`` (the reference code): the mean D logit, for every branch. Adversarial
+  for D on fakes, "friendly" for D on reals and for G.
+- ``worst_case``: the respective loss: D's loss (real and fake parts) in the D step, G's loss
+  in the G step.
+
+Losses are ``1/2 clean + 1/2 adversarial``; the adversarial branch reuses the clean features
+(``h + delta``, ``u + delta_u``), so gradients reach D's trunk / G's stem through both branches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from tuneable_gan.losses import Loss
+
+Tensor = torch.Tensor
+
+MODES = ("code_increase_logit", "worst_case")
+
+
+def _check(gamma: float, mode: str, steps: int) -> None:
+    if mode not in MODES:
+        raise ValueError(f"advaug mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if not gamma > 0:
+        raise ValueError(f"advaug step gamma must be > 0, got {gamma}")
+    if steps < 0:
+        raise ValueError(f"advaug steps must be >= 0, got {steps}")
+
+
+def feature_delta(fn: Callable[[Tensor], Tensor], feat: Tensor,
+                  objective: Callable[[Tensor], Tensor], gamma: float,
+                  steps: int = 1) -> Tensor:
+    """The perturbation of ``feat`` that ascends ``objective(fn(feat + delta))``.
+
+    ``steps`` sign-gradient steps of size ``gamma`` from delta = 0, no projection. Only the
+    gradient w.r.t. the features is taken (no parameter ``.grad`` is touched); the result is
+    detached, a constant for the loss that uses it.
+    """
+    base = feat.detach()
+    delta = torch.zeros_like(base)
+    for _ in range(steps):
+        pert = (base + delta).requires_grad_(True)
+        with torch.enable_grad():
+            obj = objective(fn(pert))
+        (grad,) = torch.autograd.grad(obj, pert)
+        delta = delta + gamma * grad.sign()
+    return delta.detach()
+
+
+def d_objective(mode: str, loss: Loss, n_fake: int) -> Callable[[Tensor], Tensor]:
+    """The D-side ascent objective on head logits of the ``[fakes; reals]`` batch."""
+    if mode == "code_increase_logit":
+        return lambda logits: logits.mean()
+    # Both losses are sums of a real and a fake part, so one ascent on the total moves each
+    # sample along its own part (the scale differs, the sign does not).
+    return lambda logits: loss.d_loss(logits[n_fake:], logits[:n_fake])
+
+
+def g_objective(mode: str, loss: Loss) -> Callable[[Tensor], Tensor]:
+    """The G-side ascent objective on D's logits of the fakes."""
+    if mode == "code_increase_logit":
+        return lambda logits: logits.mean()
+    return loss.g_loss
+
+
+def d_adv_loss(D: nn.Module, h: Tensor, y: Tensor | None, n_fake: int, loss: Loss,
+               gamma: float, mode: str, steps: int = 1) -> Tensor:
+    """D's loss on the perturbed features ``h + delta`` of the ``[fakes; reals]`` batch.
+
+    ``h = D.trunk(X)`` with its graph (``X`` = the D input the clean loss uses); the first
+    ``n_fake`` rows are fakes. Combine as ``0.5 * clean + 0.5 * d_adv_loss(...)``.
+    """
+    _check(gamma, mode, steps)
+    delta = feature_delta(lambda f: D.head(f, y), h, d_objective(mode, loss, n_fake), gamma,
+                          steps)
+    adv = D.head(h + delta, y)
+    return loss.d_loss(adv[n_fake:], adv[:n_fake])
+
+
+def advaug_d_loss(D: nn.Module, x_fake: Tensor, x_real: Tensor, y_fake: Tensor | None,
+                  y_real: Tensor | None, loss: Loss, gamma: float, mode: str,
+                  steps: int = 1) -> Tensor:
+    """``1/2 clean + 1/2 adversarial`` D loss on (already augmented) fakes and reals.
+
+    One trunk pass over ``[x_fake; x_real]`` (fakes detached from G), as in the trainer's D step.
+    """
+    n = x_fake.shape[0]
+    x = torch.cat([x_fake.detach(), x_real])
+    y = None if y_fake is None or y_real is None else torch.cat([y_fake, y_real])
+    h = D.trunk(x)
+    logits = D.head(h, y)
+    clean = loss.d_loss(logits[n:], logits[:n])
+    return 0.5 * clean + 0.5 * d_adv_loss(D, h, y, n, loss, gamma, mode, steps)
+
+
+def g_adv_loss(G: nn.Module, D: nn.Module, u: Tensor, y: Tensor | None, loss: Loss,
+               augment: Callable[[Tensor], Tensor] | None, gamma: float, mode: str,
+               steps: int = 1) -> Tensor:
+    """G's loss on the perturbed stem output: ``g_loss(D(T(G.rest(u + delta_u))))``.
+
+    ``u = G.stem(z, y)`` with its graph. Each D call goes through ``augment`` (T) afresh, so a
+    random T draws once per call (one per PGD step, one for the loss).
+    """
+    _check(gamma, mode, steps)
+    T = augment if augment is not None else (lambda x: x)
+
+    def through(f: Tensor) -> Tensor:
+        return D(T(G.rest(f, y)), y)
+
+    delta = feature_delta(through, u, g_objective(mode, loss), gamma, steps)
+    return loss.g_loss(through(u + delta))
+
+
+def advaug_g_loss(G: nn.Module, D: nn.Module, z: Tensor, y: Tensor | None, loss: Loss,
+                  augment: Callable[[Tensor], Tensor] | None, gamma: float, mode: str,
+                  steps: int = 1) -> Tensor:
+    """``1/2 g_loss(D(T(G(z)))) + 1/2 g_loss(D(T(G.rest(u + delta_u))))`` with ``u = G.stem``.
+
+    T draws in this order: clean branch, PGD step(s), adversarial branch.
+    """
+    u = G.stem(z, y)
+    T = augment if augment is not None else (lambda x: x)
+    clean = loss.g_loss(D(T(G.rest(u, y)), y))
+    return 0.5 * clean + 0.5 * g_adv_loss(G, D, u, y, loss, augment, gamma, mode, steps)
