@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import tempfile
 import threading
 import time
@@ -33,6 +35,27 @@ def space(tmp_path: Path, n: int, tune: dict, base: dict | None = None):
 def cache_env(tmp_path_factory):
     os.environ["TUNEABLE_GAN_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
     yield
+
+
+@pytest.fixture
+def token_auth(monkeypatch):
+    """Token auth for the whole test cluster and the driver, as ``ray start --head`` gives when a
+    token exists. connect() turns token auth on for an explicit address, but Cluster() (unlike
+    ray.init() or ``ray start``) never does: with the modes mismatched the driver connects fine,
+    then rejects the raylets' calls into it ("Missing authorization header in request!") and
+    every trial dies with ActorDiedError ("The actor never ran - it was cancelled before it
+    started running"). Cluster() also talks to its GCS from this process, whose RayConfig caches
+    the mode read at import, hence the reset."""
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").exists()):
+        monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    reset_auth_token_state()
+    yield
+    monkeypatch.undo()
+    reset_auth_token_state()
 
 
 @pytest.mark.slow
@@ -67,7 +90,7 @@ def test_fractional_gpus_pack_8_trials_on_4_gpus(cache_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_cluster_spreads_trials_and_survives_losing_a_node(cache_env, tmp_path):
+def test_cluster_spreads_trials_and_survives_losing_a_node(cache_env, token_auth, tmp_path):
     """A head and 2 worker nodes (1 CPU each) on this machine: trials spread over the nodes;
     removing a worker mid-sweep makes its trial fail over and finish on another node from its
     checkpoint."""
@@ -75,49 +98,80 @@ def test_cluster_spreads_trials_and_survives_losing_a_node(cache_env, tmp_path):
 
     from tuneable_gan.tune.launch import connect
 
+    steps = 100  # ~25 reports: a trial is still running well after all have reported twice
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False,
-        "_temp_dir": tempfile.mkdtemp(prefix="ray", dir="/tmp")})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    base = BASE | {"train.steps": 60, "train.eval_every": 4, "train.checkpoint_every": 4}
+        "temp_dir": tempfile.mkdtemp(prefix="ray", dir="/tmp")})
+    base = BASE | {"train.steps": steps, "train.eval_every": 4, "train.checkpoint_every": 4}
     spec = space(tmp_path, 3, {"resources": {"cpu": 1}, "max_failures": 3}, base=base)
     exp = tmp_path / "results" / "r"
-    victim = workers[0]
+    done, removed = threading.Event(), {}
 
-    def kill_when_running():
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            for d in exp.glob("trial_*"):
-                f = d / "result.json"
-                lines = f.read_text().splitlines() if f.exists() else []
-                if len(lines) >= 2 and all(len((x / "result.json").read_text().splitlines()) >= 2
-                                           for x in exp.glob("trial_*")
-                                           if (x / "result.json").exists()):
-                    cluster.remove_node(victim)
+    def rows(trial_dir: Path) -> list[dict]:
+        try:
+            lines = (trial_dir / "result.json").read_text().splitlines()
+        except OSError:
+            return []
+        out = []
+        for ln in lines:
+            try:
+                out.append(json.loads(ln))
+            except ValueError:  # a line still being written
+                break
+        return out
+
+    def remove_a_busy_worker():
+        """Once every trial has reported twice (each report carries a checkpoint), remove the
+        worker node whose trial is furthest from finishing."""
+        by_id = {n.node_id: n for n in cluster.worker_nodes}
+        try:
+            while not done.wait(0.2):
+                trials = [rows(d) for d in exp.glob("trial_*")]
+                if len(trials) < 3 or any(len(r) < 2 for r in trials):
+                    continue
+                busy = sorted((r[-1]["step"], r[-1]["node_id"]) for r in trials
+                              if r[-1]["step"] < steps and r[-1]["node_id"] in by_id)
+                if busy:
+                    step, node_id = busy[0]
+                    cluster.remove_node(by_id[node_id])
+                    removed.update(node_id=node_id, step=step)
                     return
-            time.sleep(0.2)
+        except Exception as e:  # surfaced by the asserts below
+            removed["error"] = repr(e)
 
+    killer = threading.Thread(target=remove_a_busy_worker, daemon=True)
     try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
         connect(cluster.address)
-        killer = threading.Thread(target=kill_when_running)
         killer.start()
         results = run_sweep(spec)
-        killer.join()
     finally:
+        done.set()
+        if killer.is_alive():
+            killer.join()
         ray.shutdown()
         cluster.shutdown()
+    assert "error" not in removed, removed["error"]
+    assert removed, "no worker node was still running a trial after every trial reported twice"
     assert results.num_errors == 0 and len(results) == 3
-    import json
 
-    nodes_seen, failed_over = set(), 0
+    nodes_seen, failed_over = set(), []
     for r in results:
-        rows = [json.loads(ln) for ln in (Path(r.path) / "result.json").read_text().splitlines()]
-        assert rows[-1]["step"] == 60
-        nodes = [x["node_id"] for x in rows]
+        trial_rows = rows(Path(r.path))
+        assert trial_rows[-1]["step"] == steps
+        nodes = [x["node_id"] for x in trial_rows]
         nodes_seen |= set(nodes)
         if len(set(nodes)) > 1:
-            failed_over += 1
-            steps = [x["step"] for x in rows]
-            assert steps.count(4) == 1, steps  # continued from a checkpoint, not from scratch
-    assert len(nodes_seen) == 3 and failed_over >= 1
+            failed_over.append(trial_rows)
+    assert len(nodes_seen) == 3  # one trial per 1-CPU node
+    assert len(failed_over) == 1
+    trial_rows = failed_over[0]
+    before = [x for x in trial_rows if x["node_id"] == removed["node_id"]]
+    after = [x for x in trial_rows if x["node_id"] != removed["node_id"]]
+    assert trial_rows == before + after  # ran on the removed node, then only on another one
+    seq = [x["step"] for x in trial_rows]
+    # Continued from its last checkpoint: no step repeated, none skipped, none from scratch.
+    assert seq == list(range(4, steps + 1, 4)), seq
+    assert after[0]["step"] > removed["step"] >= 8, (removed, seq)
