@@ -62,7 +62,8 @@ def problems(tmp_path: Path, doc: dict) -> list[str]:
 # --- shipped spaces -------------------------------------------------------------------------
 
 SHIPPED = {"quickstart": 8, "diggan_lambda": 18, "pairing": 18, "ema": 12, "data_fraction": 24,
-           "toy_attractors": 50, "fewshot_faces": 24}
+           "toy_attractors": 50, "fewshot_faces": 24, "cifar10_table1": 72,
+           "cifar100_table2": 54, "regularizers_table10": 30, "pairing_table5": 18}
 
 
 def test_every_shipped_space_is_tested():
@@ -459,8 +460,9 @@ BAD = [
     ((T, "storage"), 3, "tune.storage must be a path or URI, got 3", None),
     (("name",), "my sweep", "name must match [A-Za-z0-9_.-]+, got 'my sweep'", None),
     ((T, "metric"), "FID", "tune.metric: unknown metric 'FID' (did you mean 'fid'?); reported: "
-     "fid, kid, is_mean, modes_covered, w1, dig, grad_norm_real, grad_norm_fake, d_loss, "
-     "g_loss, reg_loss, sparsity, steps_per_s, step, images_seen", None),
+     "fid, fid_best, kid, is_mean, modes_covered, w1, w1_best, dig, grad_norm_real, "
+     "grad_norm_fake, d_loss, g_loss, reg_loss, sparsity, steps_per_s, step, images_seen",
+     None),
     ((T, "mode"), "max", "tune.mode=max but fid is better when lower (use mode: min)", None),
     ((T, "metric"), "modes_covered", "tune.metric=modes_covered is only reported for "
      "data.name=toy2pt (use fid)", "toy_metric_on_images"),
