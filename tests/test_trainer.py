@@ -117,11 +117,14 @@ def test_g_ema_is_a_copy_before_start_and_an_average_after():
             torch.testing.assert_close(v, 0.9 * before[k] + 0.1 * g[k])
 
 
-def test_not_available_features_are_refused_with_clear_lines():
+def test_unrunnable_combinations_are_refused_with_clear_lines():
+    check_available(tiny_config(sparsity__level=0.5, augment__advaug="gd"))  # both available
+    toy = tiny_config(data__name="toy2pt", model__arch="toy", augment__diffaugment="",
+                      sparsity__level=0.5)
     with pytest.raises(ConfigError) as e:
-        check_available(tiny_config(sparsity__level=0.5, augment__advaug="gd"))
+        check_available(toy)
     msgs = e.value.problems
-    assert len(msgs) == 2 and all("not available yet" in m for m in msgs)
+    assert len(msgs) == 1 and "model.arch=toy has none" in msgs[0] and "\n" not in msgs[0]
 
 
 def test_toy_run_trains():

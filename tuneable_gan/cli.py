@@ -127,16 +127,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tuneable_gan.checkpoint import CheckpointStore, read_checkpoint
+    from tuneable_gan.tickets import round_length
     from tuneable_gan.trainer import GANTrainer
     from tuneable_gan.viz import save_samples
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out)
     ckpt = _check_out_dir(out, cfg, args.resume)
-    trainer = GANTrainer(cfg)
+    trainer = GANTrainer(cfg)  # lottery tickets: tickets.default_root()
     trainer.evaluator  # noqa: B018  (built now: its errors must come before anything is written)
     if ckpt is not None:
-        state, _ = read_checkpoint(ckpt, map_location=trainer.device)
+        state, old = read_checkpoint(ckpt, map_location=trainer.device)
+        if cfg.sparsity.level > 0 and round_length(old) != round_length(cfg):
+            raise UserError("--resume: train.steps is the ticket round length of this run "
+                            "(sparsity.round_steps is unset), so it cannot change")
         trainer.load_state_dict(state)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cfg.to_yaml())
@@ -144,43 +148,50 @@ def cmd_train(args: argparse.Namespace) -> int:
         "regularizer": {"name": cfg.regularizer.name, **trainer.reg.describe()},
         "device": str(trainer.device)}, indent=1))
     log = out / "metrics.jsonl"
-    _truncate_log(log, trainer.step)
+    # Lottery runs: rows of the ticket rounds carry step -K*L+1 .. 0 (trainer.log_step), and
+    # checkpoints are named by G steps on the whole schedule (trainer.progress).
+    _truncate_log(log, trainer.log_step)
     store = CheckpointStore(out)
     tc = cfg.train
-    bar = tqdm(total=tc.steps, initial=trainer.step, disable=args.quiet, unit="step",
-               dynamic_ncols=True)
-    t0, s0, code = time.perf_counter(), trainer.step, 0
+    bar = tqdm(total=trainer.total_steps, initial=trainer.progress, disable=args.quiet,
+               unit="step", dynamic_ncols=True)
+    t0, ran, code = time.perf_counter(), 0, 0
     try:
-        while trainer.step < tc.steps:
+        while not trainer.finished:
             m = trainer.train_step()
-            bar.update(1)
-            evaluate = trainer.step % tc.eval_every == 0 or trainer.step == tc.steps
-            if evaluate or trainer.step % tc.log_every == 0:
+            ran += 1
+            bar.update(trainer.progress - bar.n)  # reused ticket rounds are skipped
+            evaluate = trainer.at_boundary(tc.eval_every)
+            if evaluate or trainer.at_boundary(tc.log_every):
                 now = time.perf_counter()
-                m["steps_per_s"] = (trainer.step - s0) / max(now - t0, 1e-9)
+                m["steps_per_s"] = ran / max(now - t0, 1e-9)
+                m.update(trainer.describe_stage(), sparsity=trainer.sparsity())
                 if evaluate:
                     m.update(trainer.evaluate())
-                    if trainer.best["step"] == trainer.step:
+                    if trainer.stage == "train" and trainer.best["step"] == trainer.step:
                         store.save_best(trainer.state_dict(), cfg)
-                    bar.write(_eval_line(m))
-                t0, s0 = time.perf_counter(), trainer.step
+                    bar.write(_eval_line(m) if trainer.stage == "train" else
+                              f"ticket round {trainer.round}, " + _eval_line(
+                                  {k.removeprefix("ticket_"): v for k, v in m.items()}))
+                t0, ran = time.perf_counter(), 0
                 _append_jsonl(log, [m | {"diverged": False}])
                 bar.set_postfix(d=f"{m['d_loss']:.3f}", g=f"{m['g_loss']:.3f}",
                                 dig=f"{m.get('dig', float('nan')):.3g}")
-            if trainer.step % tc.checkpoint_every == 0 or trainer.step == tc.steps:
-                store.save(trainer.step, trainer.state_dict(), cfg)
+            if trainer.at_boundary(tc.checkpoint_every):
+                store.save(trainer.progress, trainer.state_dict(), cfg)
     except Diverged as e:
         _append_jsonl(log, [{"step": e.step, "diverged": True, **e.values}])
         print(f"tuneable-gan: {e}; the run stopped (last checkpoint: {store.latest()})",
               file=sys.stderr)
         code = EXIT_DIVERGED
     except KeyboardInterrupt:
-        store.save(trainer.step, trainer.state_dict(), cfg)
-        print(f"tuneable-gan: interrupted at step {trainer.step}; checkpoint saved, continue "
-              f"with --resume", file=sys.stderr)
+        store.save(trainer.progress, trainer.state_dict(), cfg)
+        print(f"tuneable-gan: interrupted at step {trainer.log_step}; checkpoint saved, "
+              f"continue with --resume", file=sys.stderr)
         code = EXIT_INTERRUPTED
     finally:
         bar.close()
+        trainer.close()
     save_samples(trainer.samples(64), out / "samples.png",
                  real=trainer.data.images if trainer.data.images.dim() == 2 else None)
     return code

@@ -4,6 +4,10 @@ One G iteration (``train_step``) = ``optim.d_steps`` D steps, then one G step, t
 update (METHODS.md section 7). Every random draw of training (latents, labels, flips, DiffAugment)
 comes from one seeded ``torch.Generator`` whose state is checkpointed together with the data
 sampler's position, so a resumed run continues bitwise on CPU.
+
+With ``sparsity.level > 0`` the same ``train_step`` first runs the ticket-finding rounds (stage
+I, ``stage == "ticket"``) and then trains the ticket (stage II, ``stage == "train"``); see
+``tuneable_gan.lottery``. ``step`` counts stage-II G steps only; loops run until ``finished``.
 """
 
 from __future__ import annotations
@@ -11,25 +15,30 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from tuneable_gan.advaug import advaug_g_loss, d_adv_loss
 from tuneable_gan.augment import diff_augment, parse_policy
 from tuneable_gan.config import Config
 from tuneable_gan.data import RealData, Sampler, load_data
-from tuneable_gan.errors import ConfigError, Diverged
+from tuneable_gan.errors import CheckpointError, ConfigError, Diverged
 from tuneable_gan.losses import LOSSES
+from tuneable_gan.lottery import TICKET, TRAIN, TicketSearch
 from tuneable_gan.metrics import Evaluator
 from tuneable_gan.models import MODELS, DataSpec, build_models, resolve_conditional
 from tuneable_gan.regularizers import REGULARIZERS, DBatch, input_grad_norms
+from tuneable_gan.sparsity import MaskSet, measured_sparsity
+from tuneable_gan.tickets import TicketStore
 
 Tensor = torch.Tensor
 
 
 def check_available(cfg: Config) -> None:
-    """Refuse, in one line per field, what the schema accepts but this version cannot run yet."""
+    """Refuse, in one line per field, what the schema accepts but this version cannot run."""
     problems = []
     for key, value, registry in (("model.arch", cfg.model.arch, MODELS),
                                  ("regularizer.name", cfg.regularizer.name, REGULARIZERS),
@@ -37,10 +46,9 @@ def check_available(cfg: Config) -> None:
         if value not in registry:
             problems.append(f"{key}={value} is not available yet; available: "
                             f"{', '.join(registry.names())}")
-    if cfg.sparsity.level > 0:
-        problems.append("sparsity.level > 0 (lottery tickets) is not available yet; use 0")
-    if cfg.augment.advaug != "off":
-        problems.append("augment.advaug is not available yet; use off")
+    if cfg.sparsity.level > 0 and cfg.model.arch == "toy":
+        problems.append("sparsity.level > 0 prunes G's conv weights and model.arch=toy has none; "
+                        "use sparsity.level=0")
     if problems:
         raise ConfigError(problems)
 
@@ -57,7 +65,10 @@ def resolve_device(name: str) -> torch.device:
 class GANTrainer:
     """Trains G and D for one validated config; ``state_dict``/``load_state_dict`` for resume."""
 
-    def __init__(self, cfg: Config, device: str | torch.device | None = None) -> None:
+    def __init__(self, cfg: Config, device: str | torch.device | None = None,
+                 tickets: TicketStore | str | Path | None = None) -> None:
+        """``tickets``: the store lottery tickets are shared through (a root directory or a
+        TicketStore; default ``tickets.default_root()``); unused when ``sparsity.level`` is 0."""
         check_available(cfg)
         self.device = torch.device(device) if device is not None else resolve_device(
             cfg.train.device)
@@ -72,6 +83,7 @@ class GANTrainer:
         self.cfg = cfg
         torch.manual_seed(cfg.train.seed)
         G, D = build_models(cfg.model, self.spec)
+        rng0 = torch.get_rng_state()  # every lottery phase restarts the global RNG from here
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.conditional = cfg.model.conditional
@@ -88,6 +100,10 @@ class GANTrainer:
         self.images_seen = 0
         self.best: dict[str, Any] = {}
         self._evaluator: Evaluator | None = None
+        # Lottery tickets: the phase, and G's masks in force (None = dense).
+        self.stage, self.round, self.stage_step = TRAIN, 0, 0
+        self.masks: MaskSet | None = None
+        self.lottery = TicketSearch(self, tickets, rng0) if cfg.sparsity.level > 0 else None
 
     def _optimizer(self, net: nn.Module, lr: float) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -121,7 +137,7 @@ class GANTrainer:
         """One D update on fakes (first) and reals concatenated, as in the DigGAN reference."""
         B = self.cfg.optim.batch_size
         x_r, y_r = self._real_batch()
-        reg_on = self.reg.applies(self.step, d_step)
+        reg_on = self.reg.applies(self.stage_step, d_step)
         y_f = self._fake_labels(B)
         if reg_on:
             y_f = self.reg.fake_labels(y_r, y_f)
@@ -135,9 +151,17 @@ class GANTrainer:
         if want_norms:
             x = x.detach().requires_grad_(True)
         y = torch.cat([y_f, y_r]) if self.conditional else None
-        logits = self.D(x, y)
+        adv = self._advaug() in ("d", "gd")
+        h = self.D.trunk(x) if adv else None  # one trunk pass feeds both AdvAug branches
+        logits = self.D.head(h, y) if h is not None else self.D(x, y)
         out_f, out_r = logits[:B], logits[B:]
         d_loss = self.loss.d_loss(out_r, out_f)
+        extra = {}
+        if h is not None:  # DigGAN and the logged norms stay on the clean logits
+            a = self.cfg.augment
+            d_adv = d_adv_loss(self.D, h, y, B, self.loss, a.advaug_step, a.advaug_mode)
+            extra["d_loss_adv"] = d_adv.item()
+            d_loss = 0.5 * d_loss + 0.5 * d_adv
         norms = None
         if want_norms:
             norms = input_grad_norms(logits, x, create_graph=reg_on and self.reg.needs_grad_norms)
@@ -145,14 +169,14 @@ class GANTrainer:
         if reg_on:
             batch = DBatch(x=x, logits=logits, labels=y, n_fake=B, grad_norms=norms,
                            fake_raw=x_f, real_raw=x_r, D=self.D, augment=self.augment,
-                           generator=self.gen, step=self.step, d_step=d_step)
+                           generator=self.gen, step=self.stage_step, d_step=d_step)
             reg_loss = self.reg.penalty(batch)
         total = d_loss + reg_loss
         self.opt_d.zero_grad(set_to_none=True)
         total.backward()
         self.opt_d.step()
         self.images_seen += B
-        out = {"d_loss": d_loss.item(), "reg_loss": reg_loss.item()}
+        out = {"d_loss": d_loss.item(), "reg_loss": reg_loss.item(), **extra}
         if norms is not None:
             g = norms.detach()
             out.update(grad_norm_fake=g[:B].mean().item(), grad_norm_real=g[B:].mean().item(),
@@ -160,26 +184,42 @@ class GANTrainer:
         return out
 
     def g_step(self) -> dict[str, float]:
-        """One G update through T and a frozen D, then the G EMA update."""
+        """One G update through T and a frozen D, then the G EMA update; with a ticket, pruned
+        weights get no gradient and are re-zeroed after the step and the EMA update."""
         B = self.cfg.optim.batch_size
         y_f = self._fake_labels(B)
         z = self.G.sample_z(B, self.gen, self.device)
         self.D.requires_grad_(False)  # D's parameter grads are not needed for G's update
         try:
-            g_loss = self.loss.g_loss(self.D(self.augment(self.G(z, y_f)), y_f))
+            if self._advaug() in ("g", "gd"):
+                a = self.cfg.augment
+                g_loss = advaug_g_loss(self.G, self.D, z, y_f, self.loss, self.augment,
+                                       a.advaug_step, a.advaug_mode)
+            else:
+                g_loss = self.loss.g_loss(self.D(self.augment(self.G(z, y_f)), y_f))
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
         finally:
             self.D.requires_grad_(True)
+        if self.masks is not None:
+            self.masks.mask_grads_(self.G)
         self.opt_g.step()
+        if self.masks is not None:
+            self.masks.apply_(self.G)
         self._update_ema()
+        if self.masks is not None:
+            self.masks.apply_(self.G_ema)
         return {"g_loss": g_loss.item()}
+
+    def _advaug(self) -> str:
+        """AdvAug as configured in stage II; off while finding the ticket."""
+        return self.cfg.augment.advaug if self.stage == TRAIN else "off"
 
     @torch.no_grad()
     def _update_ema(self) -> None:
         """G_ema <- decay * G_ema + (1 - decay) * G over the whole state (buffers included);
         before ``g_ema_start`` G_ema is a copy of G (BigGAN reference)."""
-        decay = self.cfg.optim.g_ema if self.step >= self.cfg.optim.g_ema_start else 0.0
+        decay = self.cfg.optim.g_ema if self.stage_step >= self.cfg.optim.g_ema_start else 0.0
         src = self.G.state_dict()
         for k, t in self.G_ema.state_dict().items():
             if t.is_floating_point():
@@ -188,7 +228,13 @@ class GANTrainer:
                 t.copy_(src[k])
 
     def train_step(self) -> dict[str, float]:
-        """One G iteration; returns its metrics. Raises Diverged on a NaN/inf loss."""
+        """One G iteration; returns its metrics. Raises Diverged on a NaN/inf loss.
+
+        In stage I this may first end a round (prune, store, rewind) and wait for or adopt a
+        ticket another trial is computing; see ``tuneable_gan.lottery``.
+        """
+        if self.lottery is not None and self.stage == TICKET:
+            self.lottery.before_step()
         d_metrics = [self.d_step(k) for k in range(self.cfg.optim.d_steps)]
         metrics: dict[str, float] = {}
         for k in d_metrics[0]:
@@ -196,12 +242,77 @@ class GANTrainer:
             metrics[k] = vals[0] if k in ("dig", "grad_norm_real", "grad_norm_fake") else sum(
                 vals) / len(vals)
         metrics.update(self.g_step())
-        self.step += 1
+        self.stage_step += 1
+        if self.stage == TRAIN:
+            self.step += 1
         bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
         if bad:
-            raise Diverged(self.step, bad)
-        metrics.update(step=self.step, images_seen=self.images_seen, sparsity=0.0)
+            raise Diverged(self.log_step, bad)
+        metrics.update(step=self.log_step, images_seen=self.images_seen,
+                       sparsity=self._sparsity)
         return metrics
+
+    def restart_phase(self, rng0: Tensor) -> None:
+        """Start a lottery phase from the (already rewound) G and D: G_ema <- G, fresh
+        optimizers and regularizer state, RNG streams and counters as after construction."""
+        self.G_ema.load_state_dict(self.G.state_dict())
+        self.opt_g = self._optimizer(self.G, self.cfg.optim.g_lr)
+        self.opt_d = self._optimizer(self.D, self.cfg.optim.d_lr)
+        self.reg = REGULARIZERS.get(self.cfg.regularizer.name)(self.cfg)
+        self.sampler = Sampler(len(self.data), self.cfg.optim.batch_size, self.cfg.train.seed)
+        self.gen.manual_seed(self.cfg.train.seed)
+        torch.set_rng_state(rng0)
+        self.step = self.stage_step = self.images_seen = 0
+        self.best = {}
+        self._sparsity = self.sparsity()
+
+    # -- progress -------------------------------------------------------------------------------
+
+    _sparsity = 0.0  # measured at each phase start; pruned weights stay 0 within a phase
+
+    def sparsity(self) -> float:
+        """Measured sparsity of G's conv weights (exact zeros / all)."""
+        return measured_sparsity(self.G)
+
+    @property
+    def finished(self) -> bool:
+        """Stage II (the only stage without a ticket to find) has run ``train.steps``."""
+        return self.stage == TRAIN and self.step >= self.cfg.train.steps
+
+    def at_boundary(self, every: int) -> bool:
+        """The last step ended a phase or a multiple of ``every`` within it (eval, log and
+        checkpoint cadence: per round in stage I, on ``step`` in stage II)."""
+        length = self.lottery.length if self.stage == TICKET else self.cfg.train.steps
+        return self.stage_step % every == 0 or self.stage_step >= length
+
+    @property
+    def progress(self) -> int:
+        """G steps on the full schedule (all K rounds, then stage II) up to here."""
+        return self.lottery.progress() if self.lottery is not None else self.step
+
+    @property
+    def total_steps(self) -> int:
+        """G steps of the full schedule (fewer are run where rounds are reused)."""
+        return self.cfg.train.steps + (self.lottery.stage_one_steps if self.lottery else 0)
+
+    @property
+    def log_step(self) -> int:
+        """The ``step`` reports and logs carry: ``step`` in stage II; in stage I the G steps
+        before stage II on the full schedule, negative (-K*L+1 .. 0), so rows stay ordered."""
+        return self.progress - self.total_steps + self.cfg.train.steps
+
+    def describe_stage(self) -> dict[str, Any]:
+        """``stage``, ``round``, ``stage_step`` and the ticket counters, for reports and logs."""
+        out: dict[str, Any] = {"stage": self.stage, "round": self.round,
+                               "stage_step": self.stage_step}
+        if self.lottery is not None:
+            out.update(rounds_computed=self.lottery.computed, rounds_reused=self.lottery.reused)
+        return out
+
+    def close(self) -> None:
+        """Release the ticket lock, if held (a trial that stops mid-round must not keep it)."""
+        if self.lottery is not None:
+            self.lottery.release()
 
     # -- evaluation -----------------------------------------------------------------------------
 
@@ -216,9 +327,13 @@ class GANTrainer:
         """Metrics of G_ema (fixed latent seed: same weights, same numbers), plus the best so far.
 
         The best is tracked on ``fid`` (``w1`` for the 1-D toy), lower is better, and stored in the
-        checkpoint; ``<metric>_best`` and ``best_step`` are added to the result.
+        checkpoint; ``<metric>_best`` and ``best_step`` are added to the result. In stage I the
+        metrics (of the current round's G_ema) are named ``ticket_<metric>`` and the best is not
+        touched: nothing named ``fid`` ever describes a network other than the ticket.
         """
         m = dict(self.evaluator(self.G_ema))
+        if self.stage == TICKET:
+            return {(k if k == "eval_protocol" else f"ticket_{k}"): v for k, v in m.items()}
         key = "fid" if "fid" in m else "w1"
         value = float(m[key])
         if not self.best or value < self.best["value"]:
@@ -257,7 +372,7 @@ class GANTrainer:
             "sampler": self.sampler.state_dict(),
             "rng": {"train": self.gen.get_state(), "torch": torch.get_rng_state()},
             "best": dict(self.best),
-        }
+        } | ({"lottery": self.lottery.state_dict()} if self.lottery is not None else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()`` (from this or a bitwise-identical config)."""
@@ -273,3 +388,10 @@ class GANTrainer:
         self.gen.set_state(state["rng"]["train"].cpu())
         torch.set_rng_state(state["rng"]["torch"].cpu())
         self.best = dict(state["best"])
+        self.stage_step = self.step
+        if self.lottery is not None:
+            if "lottery" not in state:
+                raise CheckpointError("checkpoint has no lottery-ticket state but "
+                                      f"sparsity.level={self.cfg.sparsity.level}")
+            self.lottery.load_state_dict(state["lottery"])
+        self._sparsity = self.sparsity()

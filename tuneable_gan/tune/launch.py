@@ -7,6 +7,7 @@ failure policy, checkpoint retention, local or remote storage, and an existing c
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from tuneable_gan.errors import UserError
 from tuneable_gan.tune.space import SweepSpec, spec_from_dict
-from tuneable_gan.tune.trainable import train_gan
+from tuneable_gan.tune.trainable import ticket_root, train_gan
 
 SPEC_FILE = "tuneable_gan_sweep.yaml"
 
@@ -135,9 +136,19 @@ def run_sweep(spec: SweepSpec, address: str | None = None,
     """Connect, check resources, store the spec beside the results, run the sweep."""
     connect(address)
     check_resources(spec)
+    _warn_tickets(spec)
     _write_text(f"{experiment_path(spec)}/{SPEC_FILE}",
                 yaml.safe_dump(spec.to_dict(), sort_keys=False))
     return build_tuner(spec, fn).fit()
+
+
+def _warn_tickets(spec: SweepSpec) -> None:
+    """Say where lottery tickets go when the experiment's storage cannot hold them (the
+    trials' own warnings never reach the driver)."""
+    lottery = spec.base.sparsity.level > 0 or "sparsity.level" in spec.axes
+    _, warning = ticket_root(spec)
+    if lottery and warning:
+        warnings.warn(warning, stacklevel=3)
 
 
 def load_experiment_spec(experiment: str) -> SweepSpec:
@@ -160,6 +171,7 @@ def resume_sweep(experiment: str, address: str | None = None,
         raise UserError(f"{experiment} has no Tune experiment state to resume")
     connect(address)
     check_resources(spec)
+    _warn_tickets(spec)
     tuner = tune.Tuner.restore(path, trainable=trainable(spec, fn), resume_unfinished=True,
                                resume_errored=True, restart_errored=False)
     return tuner.fit(), spec

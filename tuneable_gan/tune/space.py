@@ -211,13 +211,16 @@ class SweepSpec:
         keys are dropped; seeds -> 1; the first two grid axes keep their first 2 values and any
         further grid axis its first value (at most 4 grid cells); num_samples -> 1
         (random/grid) or 2 (optuna); ASHA grace_period -> 1 (and max_t, if set, -> at most
-        the smoke run's report count). Everything else is kept."""
+        the smoke run's report count); a set sparsity.round_steps -> min(round_steps, the
+        smoke's train.steps). Everything else is kept."""
         doc = self.to_dict()
         b = doc["base"]
         steps = min(b["train.steps"], SMOKE_STEPS)
         b.update({"train.steps": steps, "train.eval_every": min(SMOKE_EVERY, steps),
                   "train.checkpoint_every": min(SMOKE_EVERY, steps),
                   "eval.num_samples": min(b["eval.num_samples"], SMOKE_EVAL_SAMPLES)})
+        if b.get("sparsity.round_steps") is not None:  # ticket rounds shrink with the steps
+            b["sparsity.round_steps"] = min(b["sparsity.round_steps"], steps)
         space = {k: ax for k, ax in doc["space"].items()
                  if k not in SMOKE_PINNED and "seeds" not in ax}
         grids = [k for k, ax in space.items() if "grid" in ax]
@@ -304,6 +307,14 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None) -> S
     if tune.search == "optuna" and not sampled and space_ok:
         problems.append("tune.search=optuna needs at least one sampled axis besides the seeds "
                         "(for a plain seed sweep use search: grid)")
+    if tune.scheduler.name == "asha" and base is not None and space_ok and (
+            base.sparsity.level > 0 or any(
+                v > 0 for v in probe_values(axes.get("sparsity.level", {"grid": [0]})))):
+        # Stage-I reports carry no FID of the ticket, and how many a trial makes depends on
+        # which rounds it reuses: ASHA's rungs would compare unlike things (tuneable_gan.lottery).
+        problems.append("tune.scheduler=asha cannot judge lottery-ticket trials (sparsity.level "
+                        "> 0 runs ticket rounds first, with no ticket FID to compare); use "
+                        "scheduler: fifo")
     if tune.search != "optuna" and tune.num_samples > 1 and not sampled and space_ok:
         problems.append(f"tune.num_samples={tune.num_samples} would repeat identical trials: no "
                         f"axis is sampled (for replicates use train.seed: {{seeds: N}})")
