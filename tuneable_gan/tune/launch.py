@@ -27,12 +27,19 @@ SPEC_FILE = "tuneable_gan_sweep.yaml"
 
 def connect(address: str | None = None, num_cpus: int | None = None,
             num_gpus: int | None = None) -> None:
-    """Attach to a cluster (``address``, or RAY_ADDRESS) or start a local Ray instance."""
+    """Attach to a cluster (``address``, or RAY_ADDRESS) or start a local Ray instance.
+
+    Token auth must match the cluster's: a token-mode driver on a cluster without auth
+    connects, but every actor (every trial) then dies with a misleading ActorDiedError.
+    """
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address and address != "auto":
-        # Ray >= 2.59: an explicit address never turns token auth on by itself.
+    has_token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                 or (Path.home() / ".ray" / "auth_token").exists())
+    if address and address != "auto" and has_token:
+        # Ray >= 2.59: an explicit address never turns token auth on by itself, although a
+        # head started where a token exists uses it.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     if address:
         ray.init(address=address, log_to_driver=False)
