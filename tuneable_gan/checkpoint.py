@@ -24,7 +24,8 @@ STATE_FILE = "state.pt"
 CONFIG_FILE = "config.yaml"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so a rename inside it survives a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -50,7 +51,7 @@ def write_checkpoint(directory: str | Path, state: dict[str, Any], config: Confi
             f.write(config.to_yaml())
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -59,7 +60,7 @@ def write_checkpoint(directory: str | Path, state: dict[str, Any], config: Confi
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

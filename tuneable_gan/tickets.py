@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from tuneable_gan.checkpoint import fsync_dir
 from tuneable_gan.config import Config
 
 # Bumped when the stage-I procedure or the file format changes: old tickets then stop matching.
@@ -94,14 +95,6 @@ def ticket_key(cfg: Config) -> str:
     return f"{cfg.model.arch}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_once(path: Path, obj: Any) -> bool:
     """Write ``obj`` to ``path`` atomically unless it exists; True if this call wrote it."""
     if path.exists():
@@ -122,7 +115,7 @@ def _write_once(path: Path, obj: Any) -> bool:
             if path.exists():
                 return False
             os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
     finally:
         with contextlib.suppress(FileNotFoundError):
