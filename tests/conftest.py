@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 from unittest import mock
 
@@ -70,3 +72,20 @@ def random_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("inception") / INCEPTION_FILE
     torch.save(fe.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def ray_2cpu(tmp_path_factory):
+    """A private 2-CPU local Ray for one test module (the CI machine's size). The digits
+    extractor cache and this directory (for test-only trainables) reach the workers through
+    the environment they inherit."""
+    import ray
+
+    os.environ["TUNEABLE_GAN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    here = str(Path(__file__).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    yield
+    ray.shutdown()

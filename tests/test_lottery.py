@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -349,15 +347,6 @@ def test_sparsity_spaces_load_refuse_asha_and_shrink_rounds_under_smoke(monkeypa
     assert root == Path("/shared/tickets") and "TUNEABLE_GAN_TICKETS" in warning
 
 
-@pytest.fixture(scope="module")
-def ray_2cpu(tmp_path_factory):
-    import ray
-
-    os.environ["TUNEABLE_GAN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    yield
-    ray.shutdown()
 
 
 def test_tune_sweep_over_three_levels_shares_the_rounds(ray_2cpu, tmp_path):

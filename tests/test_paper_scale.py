@@ -4,12 +4,9 @@ format, and biggan / folder runs that train and evaluate end to end with (random
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from cifar_fake import write_cifar
 from conftest import TINY
@@ -34,13 +31,6 @@ def archives(tmp_path_factory) -> dict[str, Path]:
     return {n: write_cifar(base / n, n, n=8) for n in ("cifar10", "cifar100")}
 
 
-@pytest.fixture(scope="module")
-def ray_2cpu(tmp_path_factory):
-    os.environ["TUNEABLE_GAN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow

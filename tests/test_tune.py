@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import yaml
 from conftest import TINY
 
@@ -36,18 +35,6 @@ def rows(trial_dir: Path) -> list[dict]:
     return [json.loads(ln) for ln in (trial_dir / "result.json").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def ray_2cpu(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    os.environ["TUNEABLE_GAN_CACHE"] = str(cache)  # workers inherit it
-    # Workers must import this module for the test-only trainable below.
-    here = str(Path(__file__).parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    yield
-    ray.shutdown()
 
 
 def test_asha_stops_some_trials_and_every_trial_has_results(ray_2cpu, tmp_path):

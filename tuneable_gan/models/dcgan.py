@@ -24,6 +24,7 @@ from tuneable_gan.models.base import (
     dcgan_init_,
     need_labels,
     sn,
+    standard_normal_z,
 )
 
 RESOLUTIONS = (8, 16, 32)
@@ -67,9 +68,7 @@ class DCGANGenerator(Generator):
 
     def sample_z(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
         """Standard normal, shape (n, z_dim)."""
-        # Draw on the generator's own device, then move: the same seed gives the same z anywhere.
-        z = torch.randn(n, self.z_dim, generator=generator, device=generator.device)
-        return z.to(device)
+        return standard_normal_z(n, self.z_dim, generator, device)
 
     def stem(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """First linear layer, reshaped to the (n, 4 g_ch, 4, 4) map. ``y`` is not used here."""
