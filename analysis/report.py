@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis import plots, stats, tables
+from analysis import plots, stats, tables, tickets
 from analysis.collect import STATUSES, collect, trial_table, write_parquet
 from tuneable_gan.errors import UserError
 
@@ -175,6 +175,10 @@ def build_report(experiment: str, out: str | None = None,
         aggs[stem] = (agg, tv)
         title = "Ablation: final values" if step is None else f"Ablation: at step {step}"
         blocks += [("h2", title), ("table", table)]
+    if tickets.has_tickets(last):
+        table, summary = tickets.ticket_table(last)
+        tables.write_tables(table, dest, "tickets")
+        blocks += [("h2", "Lottery tickets"), ("p", summary), ("table", table)]
     # Plots, importance and the best configuration use the final reading when every cell has a
     # finished trial, else the common budget (which every stopped trial reached).
     primary = "final" if (aggs["final"][0]["n"] > 0).all() or len(aggs) == 1 else readings[1][0]

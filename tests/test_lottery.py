@@ -396,6 +396,11 @@ def test_sparsity_space_smoke_sweep_and_report(ray_2cpu, tmp_path, capsys):
     assert (report / "plots" / "fid_vs_sparsity.png").stat().st_size > 0
     text = (report / "report.md").read_text()
     assert "![fid against sparsity.level (finished trials)](plots/fid_vs_sparsity.png)" in text
+    # Smoke cells: levels 0, 0.2 (k = 0, 1) x regularizer none, diggan: two one-round tickets.
+    assert "## Lottery tickets" in text and (report / "tickets.md").is_file()
+    assert ("Ticket rounds: 2 computed and 0 reused from the shared ticket store (the sweep "
+            "holds 2 tickets); the trials alone would have computed 2, so reuse saved 0 rounds "
+            "(0%).") in text
     # Stage-I rows are in the data (stage ticket, steps up to 0) but not in the FID columns.
     df = pd.read_parquet(report / "results.parquet")
     ticket = df[df["stage"] == "ticket"]

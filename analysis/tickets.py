@@ -1,0 +1,106 @@
+"""Lottery-ticket accounting of a sweep: where each trial stands (stage I rounds or stage II) and
+how many ticket rounds the shared ticket store saved.
+
+A trial at sparsity level s needs k = ``rounds_for(s)`` pruning rounds. It reports
+``rounds_computed`` (rounds it trained itself) and ``rounds_reused`` (rounds it loaded from the
+store, found by a trial with the same ticket key), so a sweep's saving is
+Σ needed − Σ computed over its trials: what every trial alone would have paid, minus what the
+sweep paid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.tables import Table
+from tuneable_gan.config import valid_keys
+from tuneable_gan.sparsity import rounds_for
+from tuneable_gan.tickets import EXCLUDED_FIELDS, EXCLUDED_SECTIONS
+
+LEVEL = "sparsity.level"
+
+
+def has_tickets(last: pd.DataFrame) -> bool:
+    """Whether any trial of ``last`` (``collect.trial_table``) is sparse."""
+    return LEVEL in last and bool((pd.to_numeric(last[LEVEL], errors="coerce") > 0).any())
+
+
+def _needed(row: pd.Series) -> int:
+    per_round = row.get("sparsity.per_round")
+    per_round = 0.2 if per_round is None or pd.isna(per_round) else float(per_round)
+    return rounds_for(float(row[LEVEL]), per_round)
+
+
+def _count(v: object) -> int:
+    return 0 if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+
+
+def where(row: pd.Series) -> str:
+    """``ticket round 2 of 6`` (stage I, training round 2) or ``train step 500`` (stage II)."""
+    if row.get("stage") == "ticket":
+        return f"ticket round {_count(row.get('round'))} of {_needed(row)}"
+    return f"train step {_count(row.get('step'))}"
+
+
+def ticket_table(last: pd.DataFrame) -> tuple[Table, str]:
+    """One row per sparsity level: its rounds k, the density (1 - per_round)^k, the measured
+    sparsity of G's conv weights, the trials (and where the unfinished ones stand) and the rounds
+    they computed and reused; and a sentence with the sweep's totals."""
+    frame = last.copy()
+    n = len(frame)
+    frame["needed"] = [_needed(r) for _, r in frame.iterrows()]
+    frame["computed"] = [_count(v) for v in frame.get("rounds_computed", [None] * n)]
+    frame["reused"] = [_count(v) for v in frame.get("rounds_reused", [None] * n)]
+    frame["measured"] = pd.to_numeric(frame.get("sparsity", np.nan), errors="coerce")
+    per = pd.to_numeric(frame.get("sparsity.per_round", np.nan), errors="coerce").dropna()
+    keep = 1 - (float(per.iloc[0]) if per.nunique() == 1 else 0.2)
+    rows, raw = [], []
+    for level, g in frame.groupby(LEVEL, sort=True):
+        k = int(g["needed"].iloc[0])
+        stand = "; ".join(f"{r.trial_id}: {where(r)}"
+                          for _, r in g[g["status"] == "running"].iterrows())
+        measured = g["measured"].dropna()
+        rec = {"level": float(level), "rounds": k, "density": keep ** k,
+               "measured_sparsity": measured.mean() if len(measured) else np.nan,
+               "trials": len(g), "rounds_computed": int(g["computed"].sum()),
+               "rounds_reused": int(g["reused"].sum())}
+        raw.append(rec)
+        rows.append([f"{rec['level']:g}", str(k), f"{rec['density']:.4f}",
+                     f"{rec['measured_sparsity']:.4f}" if len(measured) else "—",
+                     str(len(g)), str(rec["rounds_computed"]), str(rec["rounds_reused"]), stand])
+    needed, computed = int(frame["needed"].sum()), int(frame["computed"].sum())
+    saved = needed - computed
+    summary = (f"Ticket rounds: {computed} computed and {int(frame['reused'].sum())} reused from "
+               f"the shared ticket store{_keys(frame)}; the trials alone would have computed "
+               f"{needed}" + (f", so reuse saved {saved} rounds ({100 * saved / needed:.0f}%)."
+                              if needed else "."))
+    columns = ["level", "rounds k", f"density {keep:g}^k", "measured sparsity", "trials",
+               "rounds computed", "rounds reused", "unfinished trials: where"]
+    caption = ("Measured sparsity: of G's conv weights at each trial's last report, mean over "
+               "the level's trials. Rounds are summed over the level's trials; a trial that "
+               "stopped mid-round counts the rounds it finished.")
+    table = Table(columns, rows, [[False] * len(columns) for _ in rows], pd.DataFrame(raw),
+                  caption, n_factors=1)
+    return table, summary
+
+
+def _keys(frame: pd.DataFrame) -> str:
+    """`` (the sweep holds N tickets)``: distinct ticket keys among the sparse trials, from the
+    same fields ``tickets.ticket_fields`` hashes."""
+    sparse = frame[frame["needed"] > 0]
+    known = valid_keys()
+    cols = [c for c in sparse.columns if c in known and c not in EXCLUDED_FIELDS
+            and c.split(".", 1)[0] not in EXCLUDED_SECTIONS]
+    if sparse.empty or not cols:
+        return ""
+    keys = set()
+    for _, r in sparse[cols].iterrows():
+        fields = {c: r[c] for c in cols
+                  # train.steps is the round length only when round_steps is unset
+                  if not (c == "train.steps" and pd.notna(r.get("sparsity.round_steps")))}
+        keys.add(repr(sorted((k, repr(v)) for k, v in fields.items())))
+    n = len(keys)
+    return f" (the sweep holds {n} ticket{'s' if n != 1 else ''})"
