@@ -94,7 +94,8 @@ def cell_label(cell: dict[str, Any]) -> str:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    # An empty string (diffaugment "" = off) would read as a missing value: quote it.
+    return f"{v:g}" if isinstance(v, float) else '""' if v == "" else str(v)
 
 
 def common_step(df: pd.DataFrame) -> int | None:

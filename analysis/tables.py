@@ -128,7 +128,7 @@ def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
 def _fmt_factor(v: object) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "null"
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return f"{v:g}" if isinstance(v, float) else '""' if v == "" else str(v)
 
 
 def _caption(agg: pd.DataFrame, cmp: pd.DataFrame | None, spread: str) -> str:
