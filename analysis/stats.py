@@ -90,10 +90,11 @@ def cell_label(cell: dict[str, Any]) -> str:
     """``weight=100, pairing=random`` (short keys where unambiguous); "all" for no factors."""
     shorts = [k.rsplit(".", 1)[-1] for k in cell]
     keys = [s if shorts.count(s) == 1 else k for k, s in zip(cell, shorts)]
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in zip(keys, cell.values())) or "all"
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in zip(keys, cell.values())) or "all"
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A factor value for labels and tables: floats by ``:g``, ``""`` for an empty string."""
     # An empty string (diffaugment "" = off) would read as a missing value: quote it.
     return f"{v:g}" if isinstance(v, float) else '""' if v == "" else str(v)
 
@@ -262,7 +263,7 @@ def find_cell(tv: pd.DataFrame, baseline: dict[str, Any],
     hits = [c for c in cells if all(same_value(dict(zip(factors, c))[k], v)
                                     for k, v in baseline.items())]
     if not hits:
-        want = ", ".join(f"{k}={_fmt(v)}" for k, v in baseline.items())
+        want = ", ".join(f"{k}={fmt_value(v)}" for k, v in baseline.items())
         raise UserError(f"no cell has {want} (cells: "
                         f"{'; '.join(cell_label(dict(zip(factors, c))) for c in cells[:6])})")
     note = "" if len(hits) == 1 else (f"baseline matches {len(hits)} cells; using the first "

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.stats import direction
+from analysis.stats import direction, fmt_value
 
 _TEST_ABBR = {"paired t": "t", "Wilcoxon": "W"}
 _LATEX_ESC = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#",
@@ -128,7 +128,7 @@ def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
 def _fmt_factor(v: object) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "null"
-    return f"{v:g}" if isinstance(v, float) else '""' if v == "" else str(v)
+    return fmt_value(v)
 
 
 def _caption(agg: pd.DataFrame, cmp: pd.DataFrame | None, spread: str) -> str:

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.tables import Table
-from tuneable_gan.config import valid_keys
+from tuneable_gan.config import SparsityConfig, valid_keys
 from tuneable_gan.sparsity import rounds_for
-from tuneable_gan.tickets import EXCLUDED_FIELDS, EXCLUDED_SECTIONS
+from tuneable_gan.tickets import fields_of
 
 LEVEL = "sparsity.level"
 
@@ -28,14 +28,21 @@ def has_tickets(last: pd.DataFrame) -> bool:
     return LEVEL in last and bool((pd.to_numeric(last[LEVEL], errors="coerce") > 0).any())
 
 
+def _missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _per_round(row: pd.Series) -> float:
+    v = row.get("sparsity.per_round")
+    return SparsityConfig().per_round if _missing(v) else float(v)
+
+
 def _needed(row: pd.Series) -> int:
-    per_round = row.get("sparsity.per_round")
-    per_round = 0.2 if per_round is None or pd.isna(per_round) else float(per_round)
-    return rounds_for(float(row[LEVEL]), per_round)
+    return rounds_for(float(row[LEVEL]), _per_round(row))
 
 
 def _count(v: object) -> int:
-    return 0 if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+    return 0 if _missing(v) else int(v)
 
 
 def where(row: pd.Series) -> str:
@@ -55,8 +62,8 @@ def ticket_table(last: pd.DataFrame) -> tuple[Table, str]:
     frame["computed"] = [_count(v) for v in frame.get("rounds_computed", [None] * n)]
     frame["reused"] = [_count(v) for v in frame.get("rounds_reused", [None] * n)]
     frame["measured"] = pd.to_numeric(frame.get("sparsity", np.nan), errors="coerce")
-    per = pd.to_numeric(frame.get("sparsity.per_round", np.nan), errors="coerce").dropna()
-    keep = 1 - (float(per.iloc[0]) if per.nunique() == 1 else 0.2)
+    per = {_per_round(r) for _, r in frame.iterrows()}
+    keep = 1 - (per.pop() if len(per) == 1 else SparsityConfig().per_round)
     rows, raw = [], []
     for level, g in frame.groupby(LEVEL, sort=True):
         k = int(g["needed"].iloc[0])
@@ -89,18 +96,13 @@ def ticket_table(last: pd.DataFrame) -> tuple[Table, str]:
 
 def _keys(frame: pd.DataFrame) -> str:
     """`` (the sweep holds N tickets)``: distinct ticket keys among the sparse trials, from the
-    same fields ``tickets.ticket_fields`` hashes."""
+    fields ``tickets.fields_of`` picks out of each trial's config columns."""
     sparse = frame[frame["needed"] > 0]
-    known = valid_keys()
-    cols = [c for c in sparse.columns if c in known and c not in EXCLUDED_FIELDS
-            and c.split(".", 1)[0] not in EXCLUDED_SECTIONS]
+    known = set(valid_keys())
+    cols = [c for c in sparse.columns if c in known]
     if sparse.empty or not cols:
         return ""
-    keys = set()
-    for _, r in sparse[cols].iterrows():
-        fields = {c: r[c] for c in cols
-                  # train.steps is the round length only when round_steps is unset
-                  if not (c == "train.steps" and pd.notna(r.get("sparsity.round_steps")))}
-        keys.add(repr(sorted((k, repr(v)) for k, v in fields.items())))
-    n = len(keys)
-    return f" (the sweep holds {n} ticket{'s' if n != 1 else ''})"
+    keys = {repr(sorted((k, repr(v)) for k, v in fields_of(
+                {c: None if _missing(r[c]) else r[c] for c in cols}).items()))
+            for _, r in sparse.iterrows()}
+    return f" (the sweep holds {len(keys)} ticket{'s' if len(keys) != 1 else ''})"

@@ -32,7 +32,7 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,20 +73,20 @@ def round_length(cfg: Config) -> int:
 
 
 def ticket_fields(cfg: Config) -> dict[str, Any]:
-    """The dotted config fields hashed into the ticket key.
+    """The dotted config fields hashed into the ticket key (``fields_of`` of ``cfg.flat()``).
+    Pass the trainer's resolved config so ``model.conditional: null`` and its resolved value
+    give the same key."""
+    return fields_of(cfg.flat())
 
-    Everything except ``EXCLUDED_FIELDS`` and ``eval.*``; ``train.steps`` only counts when
-    ``sparsity.round_steps`` is unset (then it is the round length). Pass the trainer's resolved
-    config so ``model.conditional: null`` and its resolved value give the same key.
-    """
-    out = {}
-    for k, v in cfg.flat().items():
-        if k in EXCLUDED_FIELDS or k.split(".", 1)[0] in EXCLUDED_SECTIONS:
-            continue
-        if k == "train.steps" and cfg.sparsity.round_steps is not None:
-            continue
-        out[k] = v
-    return out
+
+def fields_of(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The ticket-shaping part of a flat (dotted-key) config, e.g. a trial's row in a report:
+    everything except ``EXCLUDED_FIELDS`` and ``eval.*``; ``train.steps`` only counts when
+    ``sparsity.round_steps`` is unset (then it is the round length)."""
+    by_steps = flat.get("sparsity.round_steps") is None
+    return {k: v for k, v in flat.items()
+            if k not in EXCLUDED_FIELDS and k.split(".", 1)[0] not in EXCLUDED_SECTIONS
+            and (k != "train.steps" or by_steps)}
 
 
 def ticket_key(cfg: Config) -> str:
