@@ -172,6 +172,15 @@ def test_cluster_spreads_trials_and_survives_losing_a_node(cache_env, token_auth
     after = [x for x in trial_rows if x["node_id"] != removed["node_id"]]
     assert trial_rows == before + after  # ran on the removed node, then only on another one
     seq = [x["step"] for x in trial_rows]
-    # Continued from its last checkpoint: no step repeated, none skipped, none from scratch.
-    assert seq == list(range(4, steps + 1, 4)), seq
-    assert after[0]["step"] > removed["step"] >= 8, (removed, seq)
+    # Continued from its last checkpoint: none skipped, none from scratch. Tune logs a result
+    # before it registers that result's checkpoint (a separate save call), so a node lost in
+    # between costs the one interval in flight: it runs again from the checkpoint before, and
+    # must reproduce its row exactly. (CI hit this: steps 4, 8, 12, 16, 16, 20, ...)
+    assert sorted(set(seq)) == list(range(4, steps + 1, 4)), seq
+    assert seq == sorted(seq) and len(seq) - len(set(seq)) <= 1, seq
+    last = before[-1]["step"]
+    assert last >= removed["step"] >= 8 and after[0]["step"] in (last, last + 4), (removed, seq)
+    first_row: dict[int, dict] = {}
+    for x in trial_rows:
+        values = {k: v for k, v in x.items() if "loss" in k or k in ("fid", "w1")}
+        assert values and first_row.setdefault(x["step"], values) == values, (x["step"], values)
