@@ -66,7 +66,9 @@ def factors_of(df: pd.DataFrame, factors: Sequence[str] | None = None) -> list[s
     return out
 
 
-def _norm(v: Any) -> Any:
+def plain_value(v: Any) -> Any:
+    """A cell value as plain Python: ``None`` for None or NaN (a missing value), numpy scalars
+    unwrapped."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
     return v.item() if isinstance(v, np.generic) else v
@@ -79,7 +81,7 @@ def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def same_value(a: Any, b: Any) -> bool:
     """Equality of factor values that tolerates 0 vs 0.0 and float round trips."""
-    a, b = _norm(a), _norm(b)
+    a, b = plain_value(a), plain_value(b)
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and \
             not isinstance(a, bool) and not isinstance(b, bool):
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
@@ -139,8 +141,8 @@ def trial_values(df: pd.DataFrame, metrics: Sequence[str] = ("fid",), *,
     for tid, g in df.sort_values(["trial_id", "step"]).groupby("trial_id", sort=True):
         last = g.iloc[-1]
         rec: dict[str, Any] = {"trial_id": tid, "trial_dir": last.get("trial_dir"),
-                               **{f: _norm(last[f]) for f in factors},
-                               SEED_KEY: _norm(last.get(SEED_KEY)), "status": last["status"],
+                               **{f: plain_value(last[f]) for f in factors},
+                               SEED_KEY: plain_value(last.get(SEED_KEY)), "status": last["status"],
                                "stopped_at": last["stopped_at"]}
         g = g[g["step"].notna()]  # a trial that never reported has one row with step NaN
         take = g if at_step is None else g[g["step"] <= at_step]
@@ -160,7 +162,7 @@ def trial_values(df: pd.DataFrame, metrics: Sequence[str] = ("fid",), *,
 
 
 def _cells(tv: pd.DataFrame, factors: list[str]) -> list[tuple[tuple[Any, ...], pd.DataFrame]]:
-    keys = [tuple(_norm(v) for v in r) for r in tv[factors].itertuples(index=False)] \
+    keys = [tuple(plain_value(v) for v in r) for r in tv[factors].itertuples(index=False)] \
         if factors else [()] * len(tv)
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, k in enumerate(keys):
@@ -335,7 +337,7 @@ def importance(df: pd.DataFrame, metric: str = "fid", *, at_step: int | None = N
     tv = trial_values(df, [metric], at_step=at_step, factors=factors)
     use = tv[tv["usable"] & tv[metric].notna()]
     axes = df.attrs.get("axes", {})
-    varying = [f for f in factors if len({_norm(v) for v in use[f]}) >= 2]
+    varying = [f for f in factors if len({plain_value(v) for v in use[f]}) >= 2]
     if len(use) < min_trials:
         return {}, f"needs at least {min_trials} usable trials, has {len(use)}"
     if len(varying) < 2:
@@ -344,21 +346,21 @@ def importance(df: pd.DataFrame, metric: str = "fid", *, at_step: int | None = N
     dists: dict[str, Any] = {}
     for f in varying:
         kind, arg = next(iter(axes.get(f, {"choice": None}).items()))
-        seen = sorted({_norm(v) for v in use[f]}, key=lambda v: _sort_key((v,)))
+        seen = sorted({plain_value(v) for v in use[f]}, key=lambda v: _sort_key((v,)))
         if kind in ("uniform", "loguniform"):
             dists[f] = FloatDistribution(min(arg[0], *seen), max(arg[1], *seen),
                                          log=kind == "loguniform")
         elif kind == "randint":
             dists[f] = IntDistribution(min(arg[0], *seen), max(arg[1] - 1, *seen))
         else:  # grid / choice: categorical over the listed values (and any seen beyond them)
-            listed = [_norm(v) for v in (arg or [])]
+            listed = [plain_value(v) for v in (arg or [])]
             dists[f] = CategoricalDistribution(
                 listed + [v for v in seen if not any(same_value(v, w) for w in listed)])
     optuna.logging.set_verbosity(logging.WARNING)
     study = optuna.create_study(direction="maximize" if direction(metric) == "max"
                                 else "minimize")
     for rec in use.to_dict("records"):
-        params = {f: _norm(rec[f]) for f in varying}
+        params = {f: plain_value(rec[f]) for f in varying}
         for f, d in dists.items():  # the choice object itself, so 0 and 0.0 cannot differ
             if isinstance(d, CategoricalDistribution):
                 params[f] = next(c for c in d.choices if same_value(c, params[f]))

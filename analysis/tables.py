@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.stats import direction, fmt_value
+from analysis.stats import direction, fmt_value, plain_value
 
 _TEST_ABBR = {"paired t": "t", "Wilcoxon": "W"}
 _LATEX_ESC = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#",
@@ -126,9 +126,7 @@ def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
 
 
 def _fmt_factor(v: object) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "null"
-    return fmt_value(v)
+    return "null" if plain_value(v) is None else fmt_value(v)
 
 
 def _caption(agg: pd.DataFrame, cmp: pd.DataFrame | None, spread: str) -> str:

@@ -10,11 +10,10 @@ sweep paid.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
+from analysis.stats import plain_value
 from analysis.tables import Table
 from tuneable_gan.config import SparsityConfig, valid_keys
 from tuneable_gan.sparsity import rounds_for
@@ -28,13 +27,9 @@ def has_tickets(last: pd.DataFrame) -> bool:
     return LEVEL in last and bool((pd.to_numeric(last[LEVEL], errors="coerce") > 0).any())
 
 
-def _missing(v: object) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
 def _per_round(row: pd.Series) -> float:
-    v = row.get("sparsity.per_round")
-    return SparsityConfig().per_round if _missing(v) else float(v)
+    v = plain_value(row.get("sparsity.per_round"))
+    return SparsityConfig().per_round if v is None else float(v)
 
 
 def _needed(row: pd.Series) -> int:
@@ -42,7 +37,8 @@ def _needed(row: pd.Series) -> int:
 
 
 def _count(v: object) -> int:
-    return 0 if _missing(v) else int(v)
+    v = plain_value(v)
+    return 0 if v is None else int(v)
 
 
 def where(row: pd.Series) -> str:
@@ -58,12 +54,12 @@ def ticket_table(last: pd.DataFrame) -> tuple[Table, str]:
     they computed and reused; and a sentence with the sweep's totals."""
     frame = last.copy()
     n = len(frame)
-    frame["needed"] = [_needed(r) for _, r in frame.iterrows()]
+    per_round = [_per_round(r) for _, r in frame.iterrows()]
+    frame["needed"] = [rounds_for(float(v), p) for v, p in zip(frame[LEVEL], per_round)]
     frame["computed"] = [_count(v) for v in frame.get("rounds_computed", [None] * n)]
     frame["reused"] = [_count(v) for v in frame.get("rounds_reused", [None] * n)]
     frame["measured"] = pd.to_numeric(frame.get("sparsity", np.nan), errors="coerce")
-    per = {_per_round(r) for _, r in frame.iterrows()}
-    keep = 1 - (per.pop() if len(per) == 1 else SparsityConfig().per_round)
+    keep = 1 - (per_round[0] if len(set(per_round)) == 1 else SparsityConfig().per_round)
     rows, raw = [], []
     for level, g in frame.groupby(LEVEL, sort=True):
         k = int(g["needed"].iloc[0])
@@ -103,6 +99,6 @@ def _keys(frame: pd.DataFrame) -> str:
     if sparse.empty or not cols:
         return ""
     keys = {repr(sorted((k, repr(v)) for k, v in fields_of(
-                {c: None if _missing(r[c]) else r[c] for c in cols}).items()))
+                {c: plain_value(r[c]) for c in cols}).items()))
             for _, r in sparse.iterrows()}
     return f" (the sweep holds {len(keys)} ticket{'s' if len(keys) != 1 else ''})"
