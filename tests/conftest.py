@@ -31,6 +31,20 @@ def tiny_config(**dotted: object) -> Config:
     return from_dict(TINY | {k.replace("__", "."): v for k, v in dotted.items()})
 
 
+def assert_resumed_rows(trial_rows: list[dict], every: int, last: int) -> None:
+    """A restored trial's result.json rows: every ``every``-th step up to ``last``, in order,
+    none skipped, and at most one interval run twice, reproducing its losses and FID exactly.
+    Tune logs a result before it registers that result's checkpoint (a separate save call), so
+    a trial stopped in between reruns the one interval in flight from the checkpoint before."""
+    steps = [x["step"] for x in trial_rows]
+    assert sorted(set(steps)) == list(range(every, last + 1, every)), steps
+    assert steps == sorted(steps) and len(steps) - len(set(steps)) <= 1, steps
+    first: dict[int, dict] = {}
+    for x in trial_rows:
+        values = {k: v for k, v in x.items() if "loss" in k or k in ("fid", "w1")}
+        assert values and first.setdefault(x["step"], values) == values, (x["step"], values)
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(1)

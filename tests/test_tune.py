@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TINY, assert_resumed_rows
 
 from tuneable_gan.cli import main
 from tuneable_gan.tune import trainable as trainable_mod
@@ -113,7 +113,11 @@ def test_interrupted_sweep_resumes_only_unfinished_trials(tmp_path):
     """Ctrl-C of the driver mid-sweep, then `tuneable-gan resume`: finished trials keep their
     results, interrupted ones continue from their checkpoints, and every trial ends at its
     last step."""
-    base = BASE | {"train.steps": 40, "train.eval_every": 4, "train.checkpoint_every": 4}
+    # 60 steps, interrupted once two trials are past their first checkpoint (step 8): the
+    # driver's Ctrl-C can take seconds while trials keep training, and CI once saw every started
+    # trial reach 40 steps before it stopped.
+    last = 60
+    base = BASE | {"train.steps": last, "train.eval_every": 4, "train.checkpoint_every": 4}
     p = write_space(tmp_path / "s.yaml", {"regularizer.weight": {"grid": [1.0, 2.0, 3.0, 4.0]}},
                     {"search": "grid", "scheduler": "fifo", "max_concurrent": 2}, base=base)
     env = os.environ | {"TUNEABLE_GAN_CACHE": str(tmp_path / "cache"),
@@ -124,7 +128,7 @@ def test_interrupted_sweep_resumes_only_unfinished_trials(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline:  # wait until the first two trials are past a checkpoint
         done = [d for d in exp.glob("trial_*") if (d / "result.json").exists()
-                and len(rows(d)) >= 3]
+                and len(rows(d)) >= 2]
         if len(done) >= 2:
             break
         time.sleep(0.5)
@@ -137,13 +141,12 @@ def test_interrupted_sweep_resumes_only_unfinished_trials(tmp_path):
     after = {d.name: rows(d) for d in exp.glob("trial_*")}
     assert len(after) == 4
     for name, rs in after.items():
-        steps = [x["step"] for x in rs]
-        assert steps[-1] == 40, (name, steps)
         prior = before.get(name)
-        if prior and prior[-1]["step"] == 40:
+        if prior and prior[-1]["step"] == last:
             assert rs == prior  # finished before the interrupt: not rerun
-        elif prior:
-            # continued from its checkpoint (every report carries one), not from scratch
-            assert steps.count(4) == 1 and steps[:len(prior)] == [x["step"] for x in prior], (
-                name, steps)
-    assert any(p and p[-1]["step"] < 40 for p in before.values())  # something was interrupted
+        else:  # continued from its checkpoint (every report carries one), not from scratch
+            assert rs[:len(prior or [])] == (prior or [])
+            assert_resumed_rows(rs, 4, last)
+    # something was interrupted
+    assert any(p and p[-1]["step"] < last for p in before.values()), {
+        k: [x["step"] for x in v] for k, v in before.items()}
