@@ -29,10 +29,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
+from tuneable_gan.constants import SEED_KEY, SPEC_FILE
 from tuneable_gan.errors import UserError
 
-SPEC_FILE = "tuneable_gan_sweep.yaml"
-SEED_KEY = "train.seed"
 STATUSES = ("finished", "stopped", "diverged", "errored", "running")
 META_KEY = b"tuneable_gan"
 # Ray rewrites its experiment state every ~10 s while the driver lives, and syncs it to remote

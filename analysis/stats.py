@@ -29,19 +29,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from tuneable_gan.constants import SEED_KEY, direction
 from tuneable_gan.errors import UserError
 
-SEED_KEY = "train.seed"
 MIN_WILCOXON = 6
-# Which way is better, for bold marks and "best" picks; metrics not listed (dig, losses) have no
-# better direction.
-_BETTER = {"fid": "min", "kid": "min", "w1": "min", "is_mean": "max", "modes_covered": "max"}
-
-
-def direction(metric: str) -> str | None:
-    """"min" or "max" when lower or higher is better for ``metric`` (``*_best`` follows its
-    base metric), else None."""
-    return _BETTER.get(metric.removesuffix("_best"))
 
 
 def check_protocol(df: pd.DataFrame) -> str | None:

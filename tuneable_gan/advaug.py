@@ -1,4 +1,4 @@
-"""AdvAug: feature-level adversarial augmentation (METHODS.md 3.3, pitfall 8).
+"""AdvAug: feature-level adversarial augmentation (METHODS.md 3.3, pitfall 8), as step terms.
 
 D side: ``h = D.trunk(x)`` (pooled features); only ``D.head`` is re-run on ``h + delta``.
 G side: ``u = G.stem(z, y)``; ``u + delta_u`` goes through ``G.rest``, T and the full D.
@@ -14,6 +14,9 @@ of the features and returned as a constant. The objective (``mode``):
 
 Losses are ``1/2 clean + 1/2 adversarial``; the adversarial branch reuses the clean features
 (``h + delta``, ``u + delta_u``), so gradients reach D's trunk / G's stem through both branches.
+``AdvAugD`` and ``AdvAugG`` are adversarial step terms with ``share = 1/2`` (``terms``): the step
+weighs the plain loss by the other half. Both run in lottery stage II (``train``) only: tickets
+are found without AdvAug.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from tuneable_gan.config import AugmentConfig
 from tuneable_gan.losses import Loss
+from tuneable_gan.terms import DBatch, GBatch, Schedule, Term
+from tuneable_gan.training_stats import StepStats
 
 Tensor = torch.Tensor
 
@@ -89,22 +95,6 @@ def d_adv_loss(D: nn.Module, h: Tensor, y: Tensor | None, n_fake: int, loss: Los
     return loss.d_loss(adv[n_fake:], adv[:n_fake])
 
 
-def advaug_d_loss(D: nn.Module, x_fake: Tensor, x_real: Tensor, y_fake: Tensor | None,
-                  y_real: Tensor | None, loss: Loss, gamma: float, mode: str,
-                  steps: int = 1) -> Tensor:
-    """``1/2 clean + 1/2 adversarial`` D loss on (already augmented) fakes and reals.
-
-    One trunk pass over ``[x_fake; x_real]`` (fakes detached from G), as in the trainer's D step.
-    """
-    n = x_fake.shape[0]
-    x = torch.cat([x_fake.detach(), x_real])
-    y = None if y_fake is None or y_real is None else torch.cat([y_fake, y_real])
-    h = D.trunk(x)
-    logits = D.head(h, y)
-    clean = loss.d_loss(logits[n:], logits[:n])
-    return 0.5 * clean + 0.5 * d_adv_loss(D, h, y, n, loss, gamma, mode, steps)
-
-
 def g_adv_loss(G: nn.Module, D: nn.Module, u: Tensor, y: Tensor | None, loss: Loss,
                augment: Callable[[Tensor], Tensor] | None, gamma: float, mode: str,
                steps: int = 1) -> Tensor:
@@ -123,14 +113,46 @@ def g_adv_loss(G: nn.Module, D: nn.Module, u: Tensor, y: Tensor | None, loss: Lo
     return loss.g_loss(through(u + delta))
 
 
-def advaug_g_loss(G: nn.Module, D: nn.Module, z: Tensor, y: Tensor | None, loss: Loss,
-                  augment: Callable[[Tensor], Tensor] | None, gamma: float, mode: str,
-                  steps: int = 1) -> Tensor:
-    """``1/2 g_loss(D(T(G(z)))) + 1/2 g_loss(D(T(G.rest(u + delta_u))))`` with ``u = G.stem``.
+# AdvAug is stage II of the lottery recipe (and every stage of a dense run, which is "train").
+TRAIN_STAGE_ONLY = Schedule(stages=("train",))
 
-    T draws in this order: clean branch, PGD step(s), adversarial branch.
-    """
-    u = G.stem(z, y)
-    T = augment if augment is not None else (lambda x: x)
-    clean = loss.g_loss(D(T(G.rest(u, y)), y))
-    return 0.5 * clean + 0.5 * g_adv_loss(G, D, u, y, loss, augment, gamma, mode, steps)
+
+class AdvAugD(Term):
+    """D's loss on perturbed pooled features, half of the adversarial D loss; logs
+    ``d_loss_adv``."""
+
+    name, group, share = "advaug_d", "adversarial", 0.5
+    schedule = TRAIN_STAGE_ONLY
+    needs_features = True
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        self.gamma, self.mode = cfg.advaug_step, cfg.advaug_mode
+
+    def loss(self, batch: DBatch, stats: StepStats) -> Tensor:
+        assert batch.features is not None and batch.loss is not None
+        value = d_adv_loss(batch.D, batch.features, batch.labels, batch.n_fake, batch.loss,
+                           self.gamma, self.mode)
+        stats.report("d_loss_adv", value)
+        return value
+
+
+class AdvAugG(Term):
+    """G's loss through perturbed stem features, half of the adversarial G loss."""
+
+    name, group, share = "advaug_g", "adversarial", 0.5
+    schedule = TRAIN_STAGE_ONLY
+    needs_features = True
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        self.gamma, self.mode = cfg.advaug_step, cfg.advaug_mode
+
+    def loss(self, batch: GBatch, stats: StepStats) -> Tensor:
+        assert batch.stem is not None
+        return g_adv_loss(batch.G, batch.D, batch.stem, batch.labels, batch.loss, batch.augment,
+                          self.gamma, self.mode)
+
+
+def advaug_terms(cfg: AugmentConfig) -> tuple[list[Term], list[Term]]:
+    """(D-side, G-side) AdvAug terms for ``augment.advaug`` (off | d | g | gd)."""
+    return ([AdvAugD(cfg)] if cfg.advaug in ("d", "gd") else [],
+            [AdvAugG(cfg)] if cfg.advaug in ("g", "gd") else [])

@@ -12,20 +12,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-OPS: tuple[str, ...] = (
-    "color",
-    "translation",
-    "cutout",
-    "brightness",
-    "saturation",
-    "contrast",
-)
-
-# "color" is a shorthand for the three colour ops, in the reference's order.
-_EXPANSION: dict[str, tuple[str, ...]] = {
-    "color": ("brightness", "saturation", "contrast"),
-}
-
 _TRANSLATION_RATIO = 1 / 8
 _CUTOUT_RATIO = 1 / 2
 
@@ -38,13 +24,13 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     Whitespace is ignored. An unknown op raises ``ValueError`` naming the valid ops.
     """
     names = [p for p in "".join(policy.split()).split(",") if p]
-    unknown = [p for p in names if p not in OPS]
+    unknown = [p for p in names if p not in AUGMENT_FNS]
     if unknown:
         raise ValueError(
             f"unknown DiffAugment op(s) {unknown!r} in policy {policy!r}; "
             f"valid ops: {', '.join(OPS)}"
         )
-    return tuple(op for p in names for op in _EXPANSION.get(p, (p,)))
+    return tuple(op for p in names for op in _NAMES[p])
 
 
 def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -117,13 +103,23 @@ def _cutout(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
     return x * keep[:, None].to(x.dtype)
 
 
-_OP_FNS: dict[str, Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]] = {
-    "brightness": _brightness,
-    "saturation": _saturation,
-    "contrast": _contrast,
-    "translation": _translation,
-    "cutout": _cutout,
+# The one op table (as the reference's AUGMENT_FNS): a policy name -> its primitive ops, in
+# order. "color" is the three colour ops in the reference's order; config validation, policy
+# parsing and the ops all read this dict.
+Op = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+AUGMENT_FNS: dict[str, tuple[Op, ...]] = {
+    "color": (_brightness, _saturation, _contrast),
+    "translation": (_translation,),
+    "cutout": (_cutout,),
+    "brightness": (_brightness,),
+    "saturation": (_saturation,),
+    "contrast": (_contrast,),
 }
+OPS: tuple[str, ...] = tuple(AUGMENT_FNS)
+_NAMES: dict[str, tuple[str, ...]] = {
+    name: tuple(f.__name__.lstrip("_") for f in fns) for name, fns in AUGMENT_FNS.items()}
+_PRIMITIVE: dict[str, Op] = {f.__name__.lstrip("_"): f for fns in AUGMENT_FNS.values()
+                             for f in fns}
 
 
 def diff_augment(
@@ -139,7 +135,7 @@ def diff_augment(
 
     Args:
         x: images of shape (B, C, H, W), any C. Channels-last input must be permuted first.
-        policy: comma-separated op names (see ``OPS``) or a tuple of them.
+        policy: comma-separated op names (see ``AUGMENT_FNS``) or a tuple of them.
         generator: source of all random numbers, for reproducible and resumable runs.
 
     Returns:
@@ -151,5 +147,5 @@ def diff_augment(
     if x.dim() != 4:
         raise ValueError(f"diff_augment expects an NCHW tensor, got shape {tuple(x.shape)}")
     for op in ops:
-        x = _OP_FNS[op](x, generator)
+        x = _PRIMITIVE[op](x, generator)
     return x.contiguous()

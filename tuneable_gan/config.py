@@ -2,6 +2,10 @@
 
 YAML keys are dotted paths into the sections (``regularizer.weight``). Every field declares its
 constraint in its metadata, so validation, error messages and the docs come from one place.
+The choice lists of registered things (``data.name``, ``model.arch``, ``loss.name``,
+``regularizer.name``, ``eval.extractor``) are the registries' names; a test holds them equal
+(the registries' modules import this one, so it cannot import them). The DiffAugment ops come
+from the op table itself (``augment.AUGMENT_FNS``).
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from tuneable_gan.augment import OPS as DIFFAUGMENT_OPS
 from tuneable_gan.errors import ConfigError
 
 # Arches whose paper setup is class-conditional (BigGAN-CIFAR: conditional BN + projection D);
 # ``model.conditional: null`` means "as the paper", resolved against the data's labels.
 PAPER_CONDITIONAL_ARCHES = frozenset({"biggan"})
-DIFFAUGMENT_OPS = ("color", "translation", "cutout", "brightness", "saturation", "contrast")
 
 
 def _choice(default: str, *values: str, doc: str = "") -> Any:
@@ -292,6 +296,9 @@ def _cross_checks(cfg: Config) -> list[str]:
                         f"(got model.arch={cfg.model.arch}, data.name={cfg.data.name})")
     if cfg.data.name == "toy2pt" and ops:
         problems.append("augment.diffaugment works on images; data.name=toy2pt is 1-D, use ''")
+    if cfg.sparsity.level > 0 and cfg.model.arch == "toy":
+        problems.append("sparsity.level > 0 prunes G's conv weights and model.arch=toy has none; "
+                        "use sparsity.level=0")
     return problems
 
 

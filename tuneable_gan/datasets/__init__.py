@@ -1,14 +1,16 @@
-"""Real-data loaders beyond the built-ins of ``tuneable_gan.data``, registered in ``DATASETS``.
+"""Dataset loaders, one module each, registered in ``base.DATASETS`` by ``data.name``.
 
-* ``cifar10`` / ``cifar100``: the official python-pickle archives (``.tar.gz`` or extracted).
+* ``builtin``: ``toy2pt`` and ``digits`` (nothing on disk).
+* ``cifar``: ``cifar10`` / ``cifar100`` from the official python-pickle archives.
 * ``folder``: a directory of images, optionally one subfolder per class.
-* ``faces100``: the 100 real faces scikit-image bundles (a 100-shot set that needs no download).
+* ``faces``: ``faces100``, the 100 real faces scikit-image bundles.
 
-``tuneable_gan.data`` imports this package, so loading any dataset registers all of them.
+Importing the package registers every loader; ``tuneable_gan.data`` imports it for that.
 """
 
 from __future__ import annotations
 
-from tuneable_gan.datasets import cifar, faces, folder
+from tuneable_gan.datasets import builtin, cifar, faces, folder
+from tuneable_gan.datasets.base import DATASETS, RealData, resize_images
 
-__all__ = ["cifar", "faces", "folder"]
+__all__ = ["DATASETS", "RealData", "builtin", "cifar", "faces", "folder", "resize_images"]

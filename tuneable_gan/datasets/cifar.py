@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from tuneable_gan.config import DataConfig
-from tuneable_gan.data import DATASETS, RealData, resize_images
+from tuneable_gan.datasets.base import DATASETS, RealData, resize_images
 from tuneable_gan.errors import DataError
 
 SIDE = 32

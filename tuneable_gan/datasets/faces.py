@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from tuneable_gan.config import DataConfig
-from tuneable_gan.data import DATASETS, RealData, resize_images
+from tuneable_gan.datasets.base import DATASETS, RealData, resize_images
 
 # lfw_subset() holds 200 images: the first 100 are faces, the other 100 are non-faces.
 NUM_FACES = 100

@@ -36,7 +36,7 @@ import torch
 from PIL import Image, ImageOps
 
 from tuneable_gan.config import DataConfig
-from tuneable_gan.data import DATASETS, RealData, resize_images
+from tuneable_gan.datasets.base import DATASETS, RealData, resize_images
 from tuneable_gan.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

@@ -38,9 +38,6 @@ def build_models(cfg: ModelConfig, spec: DataSpec) -> tuple[nn.Module, nn.Module
     support (e.g. dcgan at a resolution other than 8, 16, 32).
     """
     cfg = resolve_conditional(cfg, spec)
-    if cfg.arch not in MODELS:
-        raise ConfigError(f"model.arch={cfg.arch} is not available; valid values: "
-                          f"{', '.join(MODELS.names())}")
     if cfg.conditional and spec.num_classes == 0:
         raise ConfigError("model.conditional=true needs labelled data, but this data set has no "
                           "classes (num_classes=0); valid value here: false")

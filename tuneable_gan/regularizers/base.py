@@ -1,84 +1,58 @@
-"""What every D regularizer sees and provides. One module per method owns its math and state."""
+"""What every D regularizer is: a penalty term of the D update with its own checkpointed state,
+and its paper defaults. One module per method owns its math and state."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from tuneable_gan.config import Config
 from tuneable_gan.registry import Registry
+from tuneable_gan.terms import DBatch, Schedule, Term
+from tuneable_gan.training_stats import StepStats
 
 Tensor = torch.Tensor
 
+__all__ = ["REGULARIZERS", "DBatch", "Regularizer", "input_grad_norms"]
 
-@dataclass
-class DBatch:
-    """One D step, as the regularizers see it. Fakes come first, then reals (DigGAN reference).
 
-    ``x`` is D's actual (augmented) input, ``logits`` the raw D output of the loss forward pass,
-    ``grad_norms`` the per-sample L2 norms of d(sum logits)/dx, with a graph when a regularizer
-    asked for one. ``fake_raw``/``real_raw`` are the un-augmented images; ``augment`` is T.
+class Regularizer(Term):
+    """Base class: a ``penalty`` term added to the D loss (``terms``).
+
+    ``defaults(cfg)`` gives the method's paper values for the ``regularizer.*`` fields it uses
+    (``weight``, ``every``, and per method ``ema``, ``start``); ``tuneable_gan.resolve`` fills
+    them into the config once, so an instance reads only resolved values and the config, the
+    logs and the reports all carry the value a run used. ``schedule`` comes from ``every``
+    (which D steps) and, for methods with a warm-up, ``start``.
     """
 
-    x: Tensor
-    logits: Tensor
-    labels: Tensor | None
-    n_fake: int
-    grad_norms: Tensor | None
-    fake_raw: Tensor
-    real_raw: Tensor
-    D: nn.Module
-    augment: Callable[[Tensor], Tensor]
-    generator: torch.Generator
-    step: int
-    d_step: int
-
-
-class Regularizer:
-    """Base class: a penalty added to the D loss, with its own checkpointed state.
-
-    Subclasses set ``needs_grad_norms`` when they consume ``DBatch.grad_norms`` (the trainer then
-    differentiates through them), and ``default_every``, the reference schedule across D steps.
-    """
-
-    needs_grad_norms: bool = False
     default_every: str = "all"
 
     def __init__(self, cfg: Config) -> None:
         reg = cfg.regularizer
-        self.every = reg.every if reg.every is not None else self.default_every
-        self.weight = reg.weight if reg.weight is not None else self.default_weight(cfg)
+        assert reg.weight is not None and reg.every is not None, "resolve the config first"
+        self.name = reg.name
+        self.weight: float = reg.weight
+        self.every: str = reg.every
+        self.schedule = Schedule(d_steps=reg.every)
 
-    def default_weight(self, cfg: Config) -> float:
-        """The method's paper weight for this config (used when regularizer.weight is null)."""
+    @classmethod
+    def defaults(cls, cfg: Config) -> dict[str, Any]:
+        """The paper values of the ``regularizer.*`` fields this method reads."""
+        return {"weight": cls.default_weight(cfg), "every": cls.default_every}
+
+    @classmethod
+    def default_weight(cls, cfg: Config) -> float:
+        """The method's paper weight for this config."""
         return 0.0
-
-    def applies(self, step: int, d_step: int) -> bool:
-        """Whether D step ``d_step`` of G iteration ``step`` carries the penalty."""
-        return self.every == "all" or d_step == 0
-
-    def fake_labels(self, real_labels: Tensor | None, fake_labels: Tensor | None) -> Tensor | None:
-        """Labels for the fakes of a D step that carries the penalty (pairings may pin them)."""
-        return fake_labels
 
     def penalty(self, batch: DBatch) -> Tensor:
         """The weighted penalty to add to the D loss."""
         raise NotImplementedError
 
-    def describe(self) -> dict[str, Any]:
-        """Effective settings, after paper defaults are filled in (for logs and reports)."""
-        return {"weight": self.weight, "every": self.every}
-
-    def state_dict(self) -> dict[str, Any]:
-        """Checkpointable state (tensors and plain values only)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``."""
+    def loss(self, batch: DBatch, stats: StepStats) -> Tensor:
+        return self.penalty(batch)
 
 
 REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")
@@ -86,9 +60,9 @@ REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")
 
 @REGULARIZERS.register("none")
 class NoRegularizer(Regularizer):
-    """The baseline: no penalty."""
+    """The baseline: no penalty (its schedule never fires)."""
 
-    def applies(self, step: int, d_step: int) -> bool:
+    def fires(self, step: int, d_step: int, stage: str) -> bool:
         return False
 
     def penalty(self, batch: DBatch) -> Tensor:

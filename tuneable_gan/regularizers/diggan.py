@@ -40,12 +40,19 @@ class DigGAN(Regularizer):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        self.beta = cfg.regularizer.ema if cfg.regularizer.ema is not None else 0.5
+        assert cfg.regularizer.ema is not None, "resolve the config first"
+        self.beta = cfg.regularizer.ema
         self.pairing = cfg.regularizer.pairing
         self.ema_fake: Tensor | None = None
         self.ema_real: Tensor | None = None
 
-    def default_weight(self, cfg: Config) -> float:
+    @classmethod
+    def defaults(cls, cfg: Config) -> dict[str, Any]:
+        # beta = 0.5: hard-coded in the reference's train_fns.py (METHODS.md 1.1).
+        return super().defaults(cfg) | {"ema": 0.5}
+
+    @classmethod
+    def default_weight(cls, cfg: Config) -> float:
         return paper_weight(cfg)
 
     def fake_labels(self, real_labels: Tensor | None, fake_labels: Tensor | None) -> Tensor | None:
@@ -70,9 +77,6 @@ class DigGAN(Regularizer):
     def penalty(self, batch: DBatch) -> Tensor:
         g_fake, g_real = self.smoothed_norms(batch)
         return self.weight * (g_fake - g_real).pow(2).mean()
-
-    def describe(self) -> dict[str, Any]:
-        return super().describe() | {"ema": self.beta, "pairing": self.pairing}
 
     def state_dict(self) -> dict[str, Any]:
         return {"ema_fake": self.ema_fake, "ema_real": self.ema_real}

@@ -30,7 +30,8 @@ from tuneable_gan.regularizers.penalties import (
 class DRAGAN(Regularizer):
     """DRAGAN's one-centred penalty around the reals; the real labels go to a conditional D."""
 
-    def default_weight(self, cfg: Config) -> float:
+    @classmethod
+    def default_weight(cls, cfg: Config) -> float:
         return 10.0
 
     def perturbed(self, batch: DBatch) -> Tensor:

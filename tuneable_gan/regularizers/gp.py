@@ -34,7 +34,8 @@ class GradientPenalty(Regularizer):
             raise ConfigError(CONDITIONAL_REFUSAL)
         super().__init__(cfg)
 
-    def default_weight(self, cfg: Config) -> float:
+    @classmethod
+    def default_weight(cls, cfg: Config) -> float:
         return 10.0
 
     def interpolates(self, batch: DBatch) -> Tensor:

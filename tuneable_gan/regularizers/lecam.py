@@ -15,8 +15,9 @@ Defaults (BigGAN-CIFAR scripts): weight 0.3, decay d = ``regularizer.ema`` = 0.9
 Warm-up, mapped from the reference's 1-based ``itr`` (= ``step + 1``): the decay is 0 while
 itr < start (the anchors track the last batch means), and the penalty is added when itr > start,
 i.e. from G iteration ``step == start`` on (after ``start`` completed iterations); at
-itr == start the EMA already runs but no penalty is added. The anchors advance on every D step
-whatever ``regularizer.every`` says; ``every`` only picks which D steps carry the penalty.
+itr == start the EMA already runs but no penalty is added. As a step term: the anchors advance
+in ``observe``, which runs on every D step whatever ``regularizer.every`` says; the schedule
+(``start``, and ``every`` for which D steps) only decides which D steps carry the penalty.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import torch.nn.functional as F
 
 from tuneable_gan.config import Config
 from tuneable_gan.regularizers.base import REGULARIZERS, DBatch, Regularizer, Tensor
+from tuneable_gan.terms import Schedule
+from tuneable_gan.training_stats import StepStats
 
 
 @REGULARIZERS.register("lecam")
@@ -36,22 +39,26 @@ class LeCam(Regularizer):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         reg = cfg.regularizer
-        self.decay = reg.ema if reg.ema is not None else 0.9
-        self.start = reg.start if reg.start is not None else 1000
+        assert reg.ema is not None and reg.start is not None, "resolve the config first"
+        self.decay = reg.ema
+        self.start = reg.start
+        # itr > start with itr = step + 1 (module docstring): from phase step ``start`` on.
+        self.schedule = Schedule(d_steps=self.every, start=reg.start)
         # None until the first D step: see ``update_anchors`` for the first observation.
         self.anchor_real: float | None = None
         self.anchor_fake: float | None = None
 
-    def default_weight(self, cfg: Config) -> float:
+    @classmethod
+    def defaults(cls, cfg: Config) -> dict[str, Any]:
+        # BigGAN-CIFAR scripts of google/lecam-gan: decay 0.9, start_itr 1000 (METHODS.md 4.1).
+        return super().defaults(cfg) | {"ema": 0.9, "start": 1000}
+
+    @classmethod
+    def default_weight(cls, cfg: Config) -> float:
         return 0.3
 
-    def applies(self, step: int, d_step: int) -> bool:
-        # Always True so that penalty() runs, and the anchors advance, on every D step.
-        return True
-
-    def carries_penalty(self, step: int, d_step: int) -> bool:
-        """Whether this D step adds the penalty: past the warm-up and selected by ``every``."""
-        return step + 1 > self.start and super().applies(step, d_step)
+    def observe(self, batch: DBatch, stats: StepStats) -> None:
+        self.update_anchors(batch)
 
     def update_anchors(self, batch: DBatch) -> None:
         """Advance both anchors with this step's batch means (no gradient: python floats)."""
@@ -69,17 +76,11 @@ class LeCam(Regularizer):
         self.anchor_fake = decay * self.anchor_fake + (1.0 - decay) * mean_fake
 
     def penalty(self, batch: DBatch) -> Tensor:
-        self.update_anchors(batch)
-        if not self.carries_penalty(batch.step, batch.d_step):
-            return batch.logits.new_zeros(())
         assert self.anchor_real is not None and self.anchor_fake is not None
         out_fake, out_real = batch.logits[:batch.n_fake], batch.logits[batch.n_fake:]
         reg = (F.relu(out_real - self.anchor_fake).pow(2).mean()
                + F.relu(self.anchor_real - out_fake).pow(2).mean())
         return self.weight * reg
-
-    def describe(self) -> dict[str, Any]:
-        return super().describe() | {"ema": self.decay, "start": self.start}
 
     def state_dict(self) -> dict[str, Any]:
         return {"anchor_real": self.anchor_real, "anchor_fake": self.anchor_fake}

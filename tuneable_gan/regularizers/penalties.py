@@ -8,7 +8,7 @@ so that the penalty trains D (double backprop). Every random draw comes from the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -80,7 +80,8 @@ class SquaredGradNormPenalty(Regularizer):
         # An instance attribute: only the "augmented" convention consumes the trainer's norms.
         self.needs_grad_norms = wrt == "augmented"
 
-    def default_weight(self, cfg: Config) -> float:
+    @classmethod
+    def default_weight(cls, cfg: Config) -> float:
         # gamma = 10: Mescheder et al. 2018 and the DiffAugment low-shot config (METHODS.md 4.2).
         return 10.0
 
@@ -99,5 +100,3 @@ class SquaredGradNormPenalty(Regularizer):
     def penalty(self, batch: DBatch) -> Tensor:
         return 0.5 * self.weight * self.squared_norms(batch).mean()
 
-    def describe(self) -> dict[str, Any]:
-        return super().describe() | {"wrt": self.wrt}

@@ -18,11 +18,10 @@ import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from tuneable_gan.constants import SPEC_FILE
 from tuneable_gan.errors import UserError
 from tuneable_gan.tune.space import SweepSpec, spec_from_dict
-from tuneable_gan.tune.trainable import ticket_root, train_gan
-
-SPEC_FILE = "tuneable_gan_sweep.yaml"
+from tuneable_gan.tune.trainable import TrialContext, ticket_root, train_gan
 
 
 def connect(address: str | None = None, num_cpus: int | None = None,
@@ -111,10 +110,10 @@ def _searcher(spec: SweepSpec) -> Any:
 
 
 def trainable(spec: SweepSpec, fn: Callable[..., None] = train_gan) -> Any:
-    """``fn`` (the trainable) bound to the sweep and its per-trial resources; the function's
-    name is what ``Tuner.restore`` checks."""
+    """``fn`` (the trainable) bound to the sweep's ``TrialContext`` (built once, here) and its
+    per-trial resources; the function's name is what ``Tuner.restore`` checks."""
     res = spec.tune.resources
-    fn = tune.with_parameters(fn, spec=spec.to_dict(), source=spec.source)
+    fn = tune.with_parameters(fn, ctx=TrialContext.of(spec))
     return tune.with_resources(fn, {"cpu": res.get("cpu", 1), "gpu": res.get("gpu", 0)})
 
 

@@ -64,7 +64,7 @@ from tuneable_gan.tune.space_parse import (
 )
 
 __all__ = ["SchedulerSpec", "SweepSpec", "TiedSample", "TuneSpec", "expand_grid", "load_space",
-           "spec_from_dict"]
+           "spec_from_dict", "trial_config"]
 
 @dataclass(frozen=True)
 class TiedSample:
@@ -166,15 +166,8 @@ class SweepSpec:
         return math.ceil(steps / every)
 
     def trial_config(self, params: dict[str, Any]) -> Config:
-        """``base`` with the dotted ``params`` applied, validated. Keys starting with ``__`` are
-        ignored, except ``__trial_index__`` (Repeater, optuna), which selects the seed."""
-        flat = {}
-        for k, v in params.items():
-            if k == TRIAL_INDEX and self.tune.search == "optuna":
-                flat[SEED_KEY] = self.base.train.seed + int(v)
-            elif not k.startswith("__"):
-                flat[k] = v.item() if isinstance(v, np.generic) else v
-        return from_dict(self.base.flat() | flat)
+        """``base`` with the dotted ``params`` applied, validated (``trial_config``)."""
+        return trial_config(self.base, self.tune.search, params)
 
     def with_overrides(self, overrides: list[str]) -> SweepSpec:
         """Apply ``key=value`` overrides, then validate the whole spec again.
@@ -249,6 +242,19 @@ class SweepSpec:
         tune.update(scheduler=sched, resources=dict(t.resources))
         return {"name": self.name, "description": self.description, "base": self.base.flat(),
                 "space": space, "tune": tune}
+
+
+def trial_config(base: Config, search: str, params: dict[str, Any]) -> Config:
+    """``base`` with a trial's dotted ``params`` applied, validated: the only validation a
+    trial does. Keys starting with ``__`` are ignored, except ``__trial_index__`` (Repeater,
+    search=optuna), which selects the seed: ``base.train.seed + index``."""
+    flat = {}
+    for k, v in params.items():
+        if k == TRIAL_INDEX and search == "optuna":
+            flat[SEED_KEY] = base.train.seed + int(v)
+        elif not k.startswith("__"):
+            flat[k] = v.item() if isinstance(v, np.generic) else v
+    return from_dict(base.flat() | flat)
 
 
 def load_space(path: str | Path) -> SweepSpec:

@@ -17,6 +17,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from tuneable_gan.config import SECTIONS, Config, flatten, from_dict, read_yaml
 from tuneable_gan.config import valid_keys as run_keys
+from tuneable_gan.constants import METRICS, SEED_KEY
 from tuneable_gan.errors import ConfigError
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "seeds")
@@ -26,14 +27,7 @@ TUNE_KEYS = ("metric", "mode", "search", "num_samples", "scheduler", "resources"
              "max_concurrent", "max_failures", "num_to_keep", "storage", "seed")
 ASHA_KEYS = ("grace_period", "reduction_factor", "max_t")
 SEARCHES = ("random", "grid", "optuna")
-SEED_KEY, SAMPLE_KEY, TRIAL_INDEX = "train.seed", "__sample__", "__trial_index__"
-# What a trial reports (DESIGN.md) and which way is better; extend when the trainable adds one.
-METRICS: dict[str, str | None] = {
-    "fid": "min", "fid_best": "min", "kid": "min", "is_mean": "max", "modes_covered": "max",
-    "w1": "min", "w1_best": "min",
-    "dig": None, "grad_norm_real": None, "grad_norm_fake": None, "d_loss": None,
-    "g_loss": None, "reg_loss": None, "sparsity": None, "steps_per_s": "max", "step": None,
-    "images_seen": None}
+SAMPLE_KEY, TRIAL_INDEX = "__sample__", "__trial_index__"
 IMAGE_METRICS = ("fid", "fid_best", "kid", "is_mean")
 TOY_METRICS = ("modes_covered", "w1", "w1_best")
 SMOKE_STEPS, SMOKE_EVERY, SMOKE_EVAL_SAMPLES = 40, 10, 200

@@ -1,18 +1,23 @@
-"""The Ray Tune function trainable: a thin adapter over GANTrainer.
+"""The Ray Tune function trainable: the one training loop (``tuneable_gan.loop``) with a sink
+that reports to Tune.
 
-restore from ``tune.get_checkpoint()`` -> per Tune iteration train ``train.eval_every`` G steps,
-evaluate, report one flat dict -> attach a checkpoint to the first report at or after each
-multiple of ``train.checkpoint_every`` and to the last one. A diverged trial reports once with
+restore from ``tune.get_checkpoint()`` -> run the loop -> at every evaluation (each
+``train.eval_every`` G steps and at a phase's end) one ``tune.report`` of a flat dict: the
+trial's resolved config flattened (so ``regularizer.weight`` is the lambda the trial used, paper
+rule included), the training metrics averaged over the steps since the last report, the
+evaluation, the phase's description, ``step``, ``images_seen``, ``sparsity``, ``device``,
+``gpu_ids`` and ``node_id``. A checkpoint is attached to the first report at or after each
+multiple of ``train.checkpoint_every`` and to the last. A diverged trial reports once with
 ``fid = inf`` and ``diverged = True`` and stops; the sweep goes on.
 
-Lottery tickets (``sparsity.level > 0``): the same loop runs the ticket rounds (stage I) and then
-the ticket (stage II); the cadence restarts in every round and every round's end is reported
-with a checkpoint. Every report carries ``stage`` (ticket | train), ``round``, ``stage_step``,
-``rounds_computed``, ``rounds_reused`` and the measured ``sparsity`` of G's conv weights. A
-stage-I report's ``step`` counts up to 0 (-K*L+1 .. 0) and its evaluation of the round's G_ema is
-named ``ticket_fid`` etc.; the sweep's metric is NaN there, so no stage-I number can pass for the
-trial's result (the spaces refuse ASHA for this reason, see ``space``). Tickets are shared
-through ``<storage>/<name>/tickets`` (``ticket_root``).
+Each trial gets its ``TrialContext`` once, built by the driver from the validated sweep: the base
+config and what the trial needs of the Tune settings. The trial validates only its own config
+(``space.trial_config``), never the whole sweep spec again.
+
+Lottery tickets (``sparsity.level > 0``): stage-I reports carry ``stage = ticket``, a ``step``
+counting up to 0 and ``ticket_fid`` etc.; the sweep's metric is NaN there, so no stage-I number
+can pass for the trial's result (the spaces refuse ASHA for this reason, see ``space``). Tickets
+are shared through ``<storage>/<name>/tickets`` (``ticket_root``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +34,17 @@ import ray
 import torch
 from ray import tune
 
+from tuneable_gan import loop
 from tuneable_gan.checkpoint import read_checkpoint, write_checkpoint
 from tuneable_gan.config import Config
 from tuneable_gan.errors import Diverged
+from tuneable_gan.loop import Events
 from tuneable_gan.tickets import default_root
 from tuneable_gan.trainer import GANTrainer
-from tuneable_gan.tune.space import SweepSpec, spec_from_dict
+from tuneable_gan.tune.space import SweepSpec, trial_config
+
+# Training metrics a report averages over its interval (the rest are states, not rates).
+NOT_AVERAGED = frozenset({"step", "images_seen", "sparsity"})
 
 
 def ticket_root(sweep: SweepSpec) -> tuple[Path, str]:
@@ -52,6 +63,28 @@ def ticket_root(sweep: SweepSpec) -> tuple[Path, str]:
                   "mount, else each node finds its own tickets")
 
 
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep shares, resolved once by the driver."""
+
+    base: Config
+    search: str
+    metric: str
+    mode: str
+    cpus: int
+    tickets: str
+    tickets_warning: str = ""
+
+    @classmethod
+    def of(cls, sweep: SweepSpec) -> TrialContext:
+        """The context of ``sweep``'s trials."""
+        root, warning = ticket_root(sweep)
+        t = sweep.tune
+        return cls(base=sweep.base, search=t.search, metric=t.metric, mode=t.mode,
+                   cpus=max(1, int(t.resources.get("cpu", 1))), tickets=str(root),
+                   tickets_warning=warning)
+
+
 def trial_device(cfg: Config) -> str:
     """The device Ray assigned: a trial that asked for no GPU still sees every GPU in Ray 2.60,
     so the choice comes from ``ray.get_gpu_ids()``, never from CUDA availability alone."""
@@ -60,80 +93,69 @@ def trial_device(cfg: Config) -> str:
     return "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to the assigned ids, so it is always 0
 
 
-class _Window:
-    """Means of the per-step training metrics over one report interval."""
+class TuneSink:
+    """``loop.Sink`` of a Tune trial: one report per evaluation, training metrics averaged over
+    its interval, a checkpoint attached when one fell due in the interval or the run ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, trainer: GANTrainer, metric: str, mode: str) -> None:
+        self.static = trainer.cfg.flat() | {
+            "device": str(trainer.device),
+            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
+            "node_id": ray.get_runtime_context().get_node_id()}
+        self.metric, self.mode = metric, mode
+        self._start_interval()
+
+    def _start_interval(self) -> None:
         self.sums: dict[str, float] = {}
         self.n = 0
         self.t0 = time.perf_counter()
+        self.checkpoint = False
 
-    def add(self, m: dict[str, float]) -> None:
+    def on_step(self, trainer: GANTrainer, metrics: dict[str, float],
+                row: dict[str, Any] | None, due: Events) -> None:
         self.n += 1
-        for k, v in m.items():
-            if k not in ("step", "images_seen", "sparsity"):
+        for k, v in metrics.items():
+            if k not in NOT_AVERAGED:
                 self.sums[k] = self.sums.get(k, 0.0) + v
+        self.checkpoint = self.checkpoint or due.checkpoint
+        if not due.eval:
+            return
+        assert row is not None
+        means = {k: s / self.n for k, s in self.sums.items()}
+        means["steps_per_s"] = self.n / max(time.perf_counter() - self.t0, 1e-9)
+        report = self.static | row | means | {"diverged": False}
+        report.setdefault(self.metric, math.nan)  # stage I: Tune needs the key, there is none
+        if self.checkpoint or trainer.finished:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = write_checkpoint(Path(tmp) / "checkpoint", trainer.state_dict(),
+                                        trainer.cfg)
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(path)))
+        else:
+            tune.report(report)
+        self._start_interval()
 
-    def means(self) -> dict[str, float]:
-        out = {k: s / self.n for k, s in self.sums.items()}
-        out["steps_per_s"] = self.n / max(time.perf_counter() - self.t0, 1e-9)
-        return out
+    def on_diverged(self, trainer: GANTrainer, error: Diverged) -> None:
+        worst = math.inf if self.mode == "min" else -math.inf
+        tune.report(self.static | error.values | trainer.phase.describe() | {
+            "step": error.step, "images_seen": trainer.images_seen, "fid": math.inf,
+            "fid_best": math.inf, self.metric: worst, "diverged": True})
 
 
-def _report(metrics: dict[str, Any], trainer: GANTrainer | None, cfg: Config,
-            with_checkpoint: bool) -> None:
-    if not with_checkpoint or trainer is None:
-        tune.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = write_checkpoint(Path(tmp) / "checkpoint", trainer.state_dict(), cfg)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(path)))
-
-
-def train_gan(config: dict[str, Any], spec: dict[str, Any], source: str = "") -> None:
-    """Tune trainable. ``config`` holds a trial's swept keys; ``spec`` is the sweep
-    (``SweepSpec.to_dict()``), which gives the base config, the resources and the metric."""
-    sweep = spec_from_dict(spec, source)
+def train_gan(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Tune trainable. ``config`` holds a trial's swept keys; ``ctx`` the sweep's shared
+    context (``TrialContext.of(spec)``)."""
     # Match the CPUs the trial asked for, else every trial spawns a thread per core.
-    torch.set_num_threads(max(1, int(sweep.tune.resources.get("cpu", 1))))
-    metric, mode = sweep.tune.metric, sweep.tune.mode
-    cfg = sweep.trial_config(config)
-    root, warning = ticket_root(sweep)
-    if warning and cfg.sparsity.level > 0:
-        warnings.warn(warning, stacklevel=1)
-    trainer = GANTrainer(cfg, device=trial_device(cfg), tickets=root)
+    torch.set_num_threads(ctx.cpus)
+    cfg = trial_config(ctx.base, ctx.search, config)
+    if ctx.tickets_warning and cfg.sparsity.level > 0:
+        warnings.warn(ctx.tickets_warning, stacklevel=1)
+    trainer = GANTrainer(cfg, device=trial_device(cfg), tickets=ctx.tickets)
     try:
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
                 state, _ = read_checkpoint(d, map_location=trainer.device)
             trainer.load_state_dict(state)
-        _train(trainer, cfg, metric, mode)
+        loop.run(trainer, [TuneSink(trainer, ctx.metric, ctx.mode)])
     finally:
         trainer.close()  # a trial stopped mid-round must not keep its ticket lock
-
-
-def _train(trainer: GANTrainer, cfg: Config, metric: str, mode: str) -> None:
-    tc = cfg.train
-    static = trainer.cfg.flat() | {"reg_weight": trainer.reg.weight, "device": str(trainer.device),
-                           "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
-                           "node_id": ray.get_runtime_context().get_node_id()}
-    while not trainer.finished:
-        window, checkpoint = _Window(), False
-        try:
-            while True:
-                window.add(trainer.train_step())
-                checkpoint = checkpoint or trainer.at_boundary(tc.checkpoint_every)
-                if trainer.at_boundary(tc.eval_every):
-                    break
-        except Diverged as e:
-            worst = math.inf if mode == "min" else -math.inf
-            tune.report(static | e.values | trainer.describe_stage() | {
-                "step": e.step, "images_seen": trainer.images_seen, "fid": math.inf,
-                "fid_best": math.inf, metric: worst, "diverged": True})
-            return
-        metrics = static | window.means() | trainer.evaluate() | trainer.describe_stage() | {
-            "step": trainer.log_step, "images_seen": trainer.images_seen,
-            "sparsity": trainer.sparsity(), "diverged": False}
-        metrics.setdefault(metric, math.nan)  # stage I: Tune needs the key, there is no value
-        _report(metrics, trainer, cfg, checkpoint or trainer.finished)
