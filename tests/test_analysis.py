@@ -1,8 +1,10 @@
-"""analysis/: collect -> stats -> tables -> plots -> report, on a real tiny sweep and on hand-made
-frames whose statistics are known."""
+"""analysis/: collect -> stats -> tables -> plots -> report, on a recorded tiny sweep
+(tests/fixtures/experiment, rewritten by ``python tests/fixtures/record_experiment.py``), on one
+live sweep end to end, and on hand-made frames whose statistics are known."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -15,60 +17,43 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import ray
-from conftest import TINY
+import yaml
 from scipy import stats as st
 
-from analysis import stats, tables
+from analysis import plots, stats, tables
 from analysis.collect import collect, read_collected, trial_table
 from analysis.report import build_report, main, parse_baseline
 from tuneable_gan.config import load_config
 from tuneable_gan.errors import UserError
-from tuneable_gan.tune.launch import run_sweep
-from tuneable_gan.tune.space import spec_from_dict
 
-BASE = TINY | {"train.steps": 8, "train.eval_every": 2, "train.checkpoint_every": 4,
-               "eval.num_samples": 64, "eval.batch_size": 64}
-
-
-@pytest.fixture(scope="session")
-def experiment(tmp_path_factory) -> str:
-    """A real 4-trial sweep (regularizer.weight 0 and 10 x 2 seeds, ASHA grace 1, rf 2)."""
-    root = tmp_path_factory.mktemp("analysis")
-    doc = {"name": "tiny", "base": BASE,
-           "space": {"regularizer.weight": {"grid": [0.0, 10.0]}, "train.seed": {"seeds": 2}},
-           "tune": {"search": "grid", "storage": str(root / "results"), "resources": {"cpu": 1},
-                    "scheduler": {"asha": {"grace_period": 1, "reduction_factor": 2}}}}
-    old = os.environ.get("TUNEABLE_GAN_CACHE")
-    os.environ["TUNEABLE_GAN_CACHE"] = str(root / "cache")  # before ray.init: workers inherit
-    owned = not ray.is_initialized()
-    if owned:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    try:
-        results = run_sweep(spec_from_dict(doc, source=str(root / "tiny.yaml")))
-    finally:
-        if owned:
-            ray.shutdown()  # other test modules start their own Ray
-        if old is None:
-            os.environ.pop("TUNEABLE_GAN_CACHE", None)
-        else:
-            os.environ["TUNEABLE_GAN_CACHE"] = old
-    assert results.num_errors == 0
-    return str(root / "results" / "tiny")
+FIXTURES = Path(__file__).parent / "fixtures"
+RECORDED = FIXTURES / "experiment"
+_spec = importlib.util.spec_from_file_location("record_experiment",
+                                               FIXTURES / "record_experiment.py")
+record = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(record)  # the sweep's design: one place for the recording and the test
+RERECORD = "the recorded experiment is out of date: run python tests/fixtures/record_experiment.py"
+SAMPLES = "samples of the best trial per cell (EMA generator, last checkpoint)"
 
 
-def _copy(experiment: str, tmp_path: Path) -> Path:
-    dst = tmp_path / "tiny"
-    shutil.copytree(experiment, dst, ignore=shutil.ignore_patterns("report"))
-    return dst
+@pytest.fixture
+def experiment(tmp_path) -> str:
+    """A copy (tests may change it) of the recorded 4-trial sweep: regularizer.weight 0 and
+    10 x 2 seeds, ASHA grace 1, rf 2; no checkpoints."""
+    dst = tmp_path / record.NAME
+    shutil.copytree(RECORDED, dst)
+    return str(dst)
 
 
 def _result_rows(trial_dir: Path) -> list[dict]:
     return [json.loads(ln) for ln in (trial_dir / "result.json").read_text().splitlines()]
 
 
-# -- collect on the real sweep -------------------------------------------------------------------
+def _files(d: Path) -> list[str]:
+    return sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
+
+
+# -- collect on the recorded sweep ---------------------------------------------------------------
 
 
 def test_collect_gives_one_row_per_trial_and_report_with_statuses(experiment):
@@ -81,18 +66,20 @@ def test_collect_gives_one_row_per_trial_and_report_with_statuses(experiment):
     assert df.attrs["factors"] == ["regularizer.weight"] and df.attrs["seeds"] == 2
     assert {"regularizer.weight", "train.seed", "fid", "fid_best", "dig", "eval_protocol",
             "time_total_s", "status", "stopped_at"} <= set(df.columns)
+    steps = df.attrs["base"]["train.steps"]
+    assert steps == record.BASE["train.steps"]
     last = trial_table(df)
     assert set(last["status"]) <= {"finished", "stopped"} and (last["status"] == "finished").any()
     for r in last.itertuples():
         if r.status == "finished":
-            assert r.step == 8 and pd.isna(r.stopped_at)
+            assert r.step == steps and pd.isna(r.stopped_at)
         else:  # ASHA stopped it: the step it reached is recorded
-            assert r.stopped_at == r.step < 8
+            assert r.stopped_at == r.step < steps
     assert not df.duplicated(["trial_id", "step"]).any()
 
 
-def test_collect_keeps_the_last_of_a_duplicated_report(experiment, tmp_path):
-    exp = _copy(experiment, tmp_path)
+def test_collect_keeps_the_last_of_a_duplicated_report(experiment):
+    exp = Path(experiment)
     trial = max(exp.glob("trial_*"), key=lambda d: len(_result_rows(d)))
     rows = _result_rows(trial)
     dup = rows[0] | {"fid": 12345.0}  # a restore after a hard kill re-reports a step
@@ -114,17 +101,18 @@ def _set_state(exp: Path, trial_id: str, status: str) -> None:
     path.write_text(json.dumps(doc))
 
 
-def test_collect_tells_running_from_interrupted_and_errored(experiment, tmp_path):
-    exp = _copy(experiment, tmp_path)
+def test_collect_tells_running_from_interrupted_and_errored(experiment):
+    exp = Path(experiment)
     (a, ta), (b, tb) = [(d, _result_rows(d)[0]["trial_id"]) for d in sorted(
         exp.glob("trial_*"))[:2]]
+    first = _result_rows(a)[0]["step"]
     (a / "result.json").write_text(json.dumps(_result_rows(a)[0]) + "\n{\"step\": 4, \"fi")
     _set_state(exp, ta, "RUNNING")
-    (b / "result.json").write_text(json.dumps(_result_rows(b)[0]) + "\n")  # died at step 2
+    (b / "result.json").write_text(json.dumps(_result_rows(b)[0]) + "\n")  # died at its 1st
     (b / "error.txt").write_text("Failure # 1\nTraceback ...\nRuntimeError: boom\n")
     _set_state(exp, tb, "ERROR")
     live = trial_table(collect(exp, now=time.time())).set_index("trial_id")
-    assert live.loc[ta, "status"] == "running" and live.loc[ta, "step"] == 2  # half line skipped
+    assert live.loc[ta, "status"] == "running" and live.loc[ta, "step"] == first  # half line
     assert live.loc[tb, "status"] == "errored" and "boom" in live.loc[tb, "status_reason"]
     gone = trial_table(collect(exp, now=time.time() + 10_000)).set_index("trial_id")
     assert gone.loc[ta, "status"] == "errored" and "resume" in gone.loc[ta, "status_reason"]
@@ -144,7 +132,20 @@ def test_collect_refuses_a_directory_that_is_no_experiment(tmp_path):
         collect(tmp_path)
 
 
-# -- the report on the real sweep ----------------------------------------------------------------
+def test_recorded_experiment_is_what_collect_reads_and_small():
+    """The fixture holds no checkpoints, pickles or logs, and no path of the machine that
+    recorded it."""
+    names = _files(RECORDED)
+    assert "tuneable_gan_sweep.yaml" in names and len(names) == 2 + 2 * 4, names
+    assert all(n.rsplit("/", 1)[-1] in ("result.json", "params.json", "tuneable_gan_sweep.yaml")
+               or n.startswith("experiment_state-") for n in names), names
+    assert sum((RECORDED / n).stat().st_size for n in names) < 300_000
+    for n in names:
+        text = (RECORDED / n).read_text()
+        assert "/tmp" not in text and "record-experiment-" not in text, n
+
+
+# -- the report on the recorded sweep ------------------------------------------------------------
 
 
 def test_report_writes_html_markdown_tables_parquet_and_plots(experiment, tmp_path):
@@ -154,7 +155,7 @@ def test_report_writes_html_markdown_tables_parquet_and_plots(experiment, tmp_pa
     d = html.parent
     for name in ("report.html", "report.md", "ablation.md", "ablation.tex", "ablation.csv",
                  "results.parquet", "best_config.yaml", "plots/fid_curves.png",
-                 "plots/fid_curves.svg", "plots/samples.png"):
+                 "plots/fid_curves.svg"):
         assert (d / name).is_file() and (d / name).stat().st_size > 0, name
     text = html.read_text()
     assert "data:image/png;base64," in text and "<img src='plots" not in text  # self-contained
@@ -162,8 +163,25 @@ def test_report_writes_html_markdown_tables_parquet_and_plots(experiment, tmp_pa
     assert "baseline | weight=0" in md and "tuneable-gan train" in md
     assert "\\toprule" in (d / "ablation.tex").read_text()
     assert len(pd.read_csv(d / "ablation.csv")) == 2  # two cells
+    df = collect(experiment)
     cfg = load_config(d / "best_config.yaml")  # the command's config loads as a run config
-    assert cfg.train.steps == 8
+    assert cfg.train.steps == df.attrs["base"]["train.steps"]
+    # No checkpoints were recorded: the samples figure says so for every cell, best cell first
+    # (the best finished trial's fid; the fixture's ASHA run finished a trial in each cell).
+    last = trial_table(df)
+    done = last[last["status"] == "finished"]
+    assert set(done["regularizer.weight"]) == set(last["regularizer.weight"]), RERECORD
+    order = done.groupby("regularizer.weight")["fid"].min().sort_values().index
+    why = "; ".join(f"{stats.cell_label({'regularizer.weight': w})}: no checkpoint"
+                    for w in order)
+    assert f"{SAMPLES}: skipped ({why})." in md.splitlines()
+    assert f"<p>{SAMPLES}: skipped ({why}).</p>" in text
+    assert not [p for p in _files(d) if "samples" in p]
+    # ... and the best configuration is the config its best trial reported last.
+    best = last.set_index("trial_id").loc[md.split("its best trial ")[1].split()[0]]
+    written = yaml.safe_load((d / "best_config.yaml").read_text())
+    reported = _result_rows(Path(experiment) / best["trial_dir"])[-1]
+    assert written == {k: reported[k] for k in written} and "train.steps" in written
     print(f"build_report on the tiny sweep: {took:.1f} s")
 
 
@@ -191,6 +209,69 @@ def test_analysis_does_not_import_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True, cwd=root)
     assert out.stdout.strip() == "False"
+
+
+# -- one live sweep, end to end ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_live_sweep_collects_and_reports_with_samples(tmp_path):
+    """The recorded design run for real (sweep -> collect -> report), with checkpoints: the
+    sample grids and the best configuration come from them. Its frame has the recorded
+    experiment's columns (else the recording is stale)."""
+    import ray
+
+    from tuneable_gan.tune.launch import run_sweep
+    from tuneable_gan.tune.space import spec_from_dict
+
+    old = os.environ.get("TUNEABLE_GAN_CACHE")
+    os.environ["TUNEABLE_GAN_CACHE"] = str(tmp_path / "cache")  # before ray.init: workers inherit
+    owned = not ray.is_initialized()
+    if owned:
+        ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_tmp)
+    try:
+        results = run_sweep(spec_from_dict(record.sweep_doc(tmp_path / "results"),
+                                           source=str(tmp_path / "tiny.yaml")))
+    finally:
+        if owned:
+            ray.shutdown()  # other test modules start their own Ray
+            shutil.rmtree(ray_tmp, ignore_errors=True)
+        if old is None:
+            os.environ.pop("TUNEABLE_GAN_CACHE", None)
+        else:
+            os.environ["TUNEABLE_GAN_CACHE"] = old
+    assert results.num_errors == 0
+    exp = str(tmp_path / "results" / record.NAME)
+
+    df = collect(exp)
+    dirs = sorted(Path(exp).glob("trial_*"))
+    assert len(dirs) == 4 and df["trial_id"].nunique() == 4
+    assert len(df) == sum(len(_result_rows(d)) for d in dirs)
+    last = trial_table(df)
+    assert set(last["status"]) <= {"finished", "stopped"} and (last["status"] == "finished").any()
+    assert not df.duplicated(["trial_id", "step"]).any()
+    assert set(df.columns) == set(collect(RECORDED).columns), RERECORD
+
+    html = build_report(exp, out=str(tmp_path / "rep"))
+    d = html.parent
+    for name in ("report.html", "report.md", "ablation.csv", "results.parquet",
+                 "best_config.yaml", "plots/fid_curves.png", "plots/samples.png"):
+        assert (d / name).is_file() and (d / name).stat().st_size > 0, name
+    # One grid per cell (both cells have checkpoints), none skipped.
+    cells = [stats.cell_label({"regularizer.weight": w}) for w in (0.0, 10.0)]
+    assert sorted(p.name for p in (d / "plots" / "samples").iterdir()) == sorted(
+        f"{c}.png" for c in cells)
+    md = (d / "report.md").read_text()
+    assert f"![{SAMPLES}](plots/samples.png)" in md and f"{SAMPLES}: skipped" not in md
+    # The best configuration is its trial's last checkpoint's config, which loads as a run
+    # config.
+    best = md.split("its best trial ")[1].split()[0]
+    trial_dir = last.set_index("trial_id").loc[best, "trial_dir"]
+    fs, ckpt = plots.last_checkpoint(exp, trial_dir)
+    with fs.open_input_stream(f"{ckpt}/config.yaml") as f:
+        assert (d / "best_config.yaml").read_bytes() == f.read()
+    assert load_config(d / "best_config.yaml").train.steps == record.BASE["train.steps"]
 
 
 # -- statistics on hand-made frames --------------------------------------------------------------
