@@ -10,8 +10,8 @@ How: global, unstructured, by magnitude. Round r removes ``per_round`` of the we
 Keeping pruned weights exactly 0 (``MaskSet``):
 - at rewind: ``apply_`` on G (and on the fresh G_ema copy);
 - after every G backward: ``mask_grads_`` (spectral norm gives pruned raw weights a gradient);
-- after every G optimizer step: ``apply_`` again (belt and braces against weight decay or
-  momentum carried over from a dense phase; ``mask_optimizer_state_`` clears that momentum);
+- after every G optimizer step: ``apply_`` again (belt and braces against weight decay; every
+  phase starts with fresh optimizers, so no momentum from a dense phase is carried over);
 - after every G EMA update: ``apply_`` on G_ema (lerp of 0 towards 0 stays 0, but a G_ema not
   zeroed at rewind would otherwise keep decaying, never reaching 0).
 Masks are bool tensors keyed by parameter name (= the state_dict key), so they go into
@@ -165,16 +165,6 @@ class MaskSet:
             if p.grad is not None:
                 p.grad.masked_fill_(~m, 0.0)
 
-    @torch.no_grad()
-    def mask_optimizer_state_(self, opt: torch.optim.Optimizer, module: nn.Module) -> None:
-        """Zero the pruned entries of every per-parameter state tensor of ``opt`` (Adam's
-        exp_avg/exp_avg_sq/max_exp_avg_sq, SGD's momentum_buffer), so momentum from a dense
-        phase cannot move a pruned weight."""
-        for p, m in self._pairs(module):
-            for v in opt.state.get(p, {}).values():
-                if torch.is_tensor(v) and v.shape == p.shape:
-                    v.masked_fill_(~m, 0.0)
-
     def density(self) -> float:
         """Fraction of kept entries over all masked weights."""
         total = sum(m.numel() for m in self.masks.values())
@@ -183,12 +173,6 @@ class MaskSet:
     def state_dict(self) -> dict[str, Tensor]:
         """The masks as CPU bool tensors (checkpoint-safe)."""
         return {k: m.cpu().clone() for k, m in self.masks.items()}
-
-    @classmethod
-    def from_state_dict(cls, state: Mapping[str, Tensor]) -> MaskSet:
-        """Inverse of ``state_dict``."""
-        return cls(state)
-
 
 def compute_masks(G: nn.Module, G_ema: nn.Module | None, mask_from: str,
                   prev: MaskSet | None, per_round: float) -> MaskSet:
@@ -216,14 +200,3 @@ def measured_sparsity(G: nn.Module) -> float:
 def snapshot(module: nn.Module) -> dict[str, Tensor]:
     """A detached CPU copy of ``module``'s state_dict (the init to rewind to)."""
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
-@torch.no_grad()
-def rewind(G: nn.Module, D: nn.Module, init_state_G: Mapping[str, Tensor],
-           init_state_D: Mapping[str, Tensor], masks: MaskSet | Mapping[str, Tensor]) -> None:
-    """G <- init * mask (buffers such as BN statistics and SN vectors back to init too) and
-    D <- its init, dense. The caller then builds fresh optimizers and re-creates G_ema from G."""
-    ms = masks if isinstance(masks, MaskSet) else MaskSet(masks)
-    G.load_state_dict(init_state_G)
-    ms.apply_(G)
-    D.load_state_dict(init_state_D)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -32,7 +31,7 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -223,46 +222,3 @@ class TicketStore:
             if held:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-
-    def ensure(self, key: str, round: int, compute: Callable[[], dict[str, Any]],
-               fields: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
-        """(payload of ``round``, whether this call ran ``compute``).
-
-        Stored: loaded. Otherwise under the key's lock: re-checked (another trial may have
-        finished it while we waited), else computed and saved. The returned payload is always the
-        stored one, which differs from ours only if a timed-out waiter lost the race.
-        """
-        found = self.load(key, round)
-        if found is not None:
-            return found, False
-        with self.lock(key):
-            found = self.load(key, round)
-            if found is not None:
-                return found, False
-            self.save(key, round, compute(), fields)
-        stored = self.load(key, round)
-        assert stored is not None
-        return stored, True
-
-
-def find_ticket(store: TicketStore, key: str, rounds: int,
-                start: Callable[[], dict[str, Any]],
-                run_round: Callable[[dict[str, Any]], dict[str, Any]],
-                fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The payload of IMP round ``rounds`` for ``key``, computing only the missing rounds.
-
-    ``start()`` gives round 0: ``{"init_G", "init_D", "masks"}`` (the dense masks). ``run_round(
-    prev)`` gets round r-1's payload (``round``, ``masks``, ``init_G``, ``init_D``), trains one
-    round from ``init * masks`` and returns at least ``{"masks": new masks}``; it runs only in
-    the trial that holds the lock for round r.
-    """
-    found = store.latest(key, rounds)
-    if found is None:
-        payload, _ = store.ensure(key, 0, start, fields)
-        r = 0
-    else:
-        r, payload = found
-    while r < rounds:
-        payload, _ = store.ensure(key, r + 1, functools.partial(run_round, payload), fields)
-        r += 1
-    return payload
