@@ -11,7 +11,7 @@ Every row carries the trial's config as dotted columns, every metric it reported
 trial's ``status`` (see ``STATUSES``), ``stopped_at`` (the step an early-stopped trial reached),
 ``status_reason`` and ``last_report``. A trial that never reported gets one row with ``step``
 NaN, so trial counts stay complete. Rows repeated by a restore after a hard kill are
-de-duplicated on (trial, step), keeping the last (RAY.md 5.1).
+de-duplicated on (trial, step), keeping the last (docs/ray.md 5.1).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def _status(t: _Trial, rows: list[dict[str, Any]], steps: int | None,
     step = int(last["step"]) if last else None
     if any(bool(r.get("diverged")) for r in rows):
         return "diverged", None, f"losses became NaN/inf at step {step}"
-    # Reaching train.steps is final whatever a lagging experiment state still says (RAY.md 5.1).
+    # Reaching train.steps is final whatever a lagging experiment state says (docs/ray.md 5.1).
     if step is not None and steps is not None and step >= steps:
         return "finished", None, ""
     if t.state == "ERROR":

@@ -58,7 +58,7 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def random_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random Inception weights file (TORCH_FIDELITY.md 2.1): He-normal convs, BN 0/1,
+    """A random Inception weights file (docs/torch_fidelity.md 2.1): He-normal convs, BN 0/1,
     fc scaled to logit std ~2. PyTorch's default init zeroes every feature: FID would be 0."""
     import torch_fidelity.feature_extractor_inceptionv3 as fe_mod
 
@@ -96,9 +96,12 @@ def ray_2cpu(tmp_path_factory):
     import ray
 
     os.environ["TUNEABLE_GAN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    here = str(Path(__file__).parent)
+    here = Path(__file__).parent
+    # Trainables defined in test modules are pickled by module name: workers need their dirs.
+    dirs = [str(here), *(str(d) for d in sorted(here.iterdir()) if d.is_dir()
+                         and any(d.glob("test_*.py")))]
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+        p for p in (*dirs, os.environ.get("PYTHONPATH", "")) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     yield

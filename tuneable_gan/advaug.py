@@ -1,4 +1,4 @@
-"""AdvAug: feature-level adversarial augmentation (METHODS.md 3.3, pitfall 8), as step terms.
+"""AdvAug: feature-level adversarial augmentation (docs/methods.md 3.3, pitfall 8), as step terms.
 
 D side: ``h = D.trunk(x)`` (pooled features); only ``D.head`` is re-run on ``h + delta``.
 G side: ``u = G.stem(z, y)``; ``u + delta_u`` goes through ``G.rest``, T and the full D.

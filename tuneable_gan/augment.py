@@ -1,7 +1,7 @@
 """DiffAugment: differentiable, per-sample augmentation of real and fake images.
 
 Follows the reference semantics of mit-han-lab/data-efficient-gans (DiffAugment_pytorch.py),
-as specified in METHODS.md section 2. Every random number is drawn from an optional
+as specified in docs/methods.md section 2. Every random number is drawn from an optional
 ``torch.Generator`` so that a run is bitwise reproducible and resumable.
 """
 

@@ -72,7 +72,7 @@ class LossConfig:
 class OptimConfig:
     """Optimizers, batch, D steps per G step, and the generator EMA.
 
-    ``name`` and ``momentum`` extend DESIGN.md: the paper's toy study trains with SGD + momentum.
+    ``name`` and ``momentum`` exist for the paper's toy study, which trains with SGD + momentum.
     """
 
     name: str = _choice("adam", "sgd")

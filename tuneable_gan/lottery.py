@@ -1,4 +1,4 @@
-"""Lottery tickets as one training phase object (METHODS.md 3.1-3.2).
+"""Lottery tickets as one training phase object (docs/methods.md 3.1-3.2).
 
 A trainer with ``sparsity.level > 0`` holds a ``LotteryPhase`` instead of a ``DensePhase``
 (``tuneable_gan.phases``); the one training loop, checkpoint cadence and resume path then cover

@@ -1,4 +1,4 @@
-"""Lottery-ticket mechanics for the generator (METHODS.md 3.1, pitfall 7).
+"""Lottery-ticket mechanics for the generator (docs/methods.md 3.1, pitfall 7).
 
 What is pruned: the weights of every Conv2d / ConvTranspose2d of G, nothing else (Linear layers,
 embeddings, BN and all biases stay dense; D is never pruned). With spectral norm the weight that

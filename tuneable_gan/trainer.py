@@ -1,7 +1,7 @@
 """GANTrainer: a plain Python object that trains one GAN run; knows nothing about Ray.
 
 One G iteration (``train_step``) = ``optim.d_steps`` D updates, then one G update, then the G EMA
-update (METHODS.md section 7). Each update runs the terms of ``tuneable_gan.terms`` that its
+update (docs/methods.md section 7). Each update runs the terms of ``tuneable_gan.terms`` that its
 schedules select (adversarial loss, regularizer, AdvAug, the gradient-gap probe); the step
 functions compute what the selected terms asked for and nothing else, and hold no
 method-specific branch. Where the run is in its schedule (dense, or the lottery-ticket rounds and

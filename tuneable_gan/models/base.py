@@ -2,7 +2,7 @@
 the spectral-norm helpers, the standard-normal latent draw, the image-shape check and the
 DCGAN-style init.
 
-G and D are split at fixed points so feature-level AdvAug (METHODS.md 3.3) can perturb them:
+G and D are split at fixed points so feature-level AdvAug (docs/methods.md 3.3) can perturb them:
 G = rest(stem(z)) with ``u = stem(z)`` the output of G's first linear layer, and
 D = head(trunk(x)) with ``h = trunk(x)`` the pooled penultimate features.
 """

@@ -1,7 +1,7 @@
 """BigGAN for 32x32 images, as configured by the DiffAugment/LeCam/DigGAN BigGAN-CIFAR code.
 
 Follows ``mit-han-lab/data-efficient-gans: DiffAugment-biggan-cifar/{BigGAN.py,layers.py}`` with
-the scripts' settings (METHODS.md 6.1): ``arch[32]``, no attention, not hierarchical,
+the scripts' settings (docs/methods.md 6.1): ``arch[32]``, no attention, not hierarchical,
 G_shared=False, SN in G and D with one power iteration and eps 1e-8, BN eps 1e-5, ReLU, N02 init.
 
 - G: SNLinear(z, 4*4*W) -> 3 GBlocks (ccBN-ReLU-up2-SNconv3x3-ccBN-ReLU-SNconv3x3, shortcut

@@ -1,7 +1,7 @@
 """SNGAN ResNet for 32x32 images (Miyato et al. 2018), as in the lottery-ticket SNGAN code.
 
 Follows ``VITA-Group/Ultra-Data-Efficient-GAN-Training: SNGAN/models/sngan_cifar10.py`` (itself
-GongXinyuu/sngan.pytorch), METHODS.md 3.4 and 6.2:
+GongXinyuu/sngan.pytorch), docs/methods.md 3.4 and 6.2:
 
 - G: Linear(z, 4*4*Cg) -> 3 GenBlocks (BN-ReLU-up2-conv3x3-BN-ReLU-conv3x3, shortcut
   up2-conv1x1) -> BN-ReLU-conv3x3-tanh. Plain BatchNorm, no spectral norm.

@@ -1,4 +1,4 @@
-"""The 1-D two-point toy models (METHODS.md 5.1, after ``AilsaF/RS-GAN: GAN2_2Cluster.py``).
+"""The 1-D two-point toy models (docs/methods.md 5.1, after ``AilsaF/RS-GAN: GAN2_2Cluster.py``).
 
 G = Linear(1,5)-tanh-Linear(5,5)-tanh-Linear(5,1); D = Linear(1,10)-sigmoid-Linear(10,10)-
 sigmoid-Linear(10,1). PyTorch default init, no spectral norm, unconditional only.

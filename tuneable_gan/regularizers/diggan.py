@@ -1,4 +1,4 @@
-"""DigGAN: discriminator gradient-gap regularization (METHODS.md section 1, BigGAN-CIFAR path).
+"""DigGAN: discriminator gradient-gap regularization (docs/methods.md section 1, BigGAN-CIFAR path).
 
 Per pair i, with g the per-sample L2 norm of the raw logit's gradient w.r.t. D's actual
 (augmented) input, taken on the loss forward pass:
@@ -24,7 +24,7 @@ from tuneable_gan.regularizers.base import REGULARIZERS, DBatch, Regularizer, Te
 
 def paper_weight(cfg: Config) -> float:
     """The reference's lambda rule, p = data availability in percent: 1e5/p without DiffAugment,
-    1e5/p^2 with it (the 24 reference scripts; METHODS.md 1.3)."""
+    1e5/p^2 with it (the 24 reference scripts; docs/methods.md 1.3)."""
     p = 100.0 * cfg.data.fraction
     return 1e5 / (p * p) if cfg.augment.diffaugment.strip() else 1e5 / p
 
@@ -48,7 +48,7 @@ class DigGAN(Regularizer):
 
     @classmethod
     def defaults(cls, cfg: Config) -> dict[str, Any]:
-        # beta = 0.5: hard-coded in the reference's train_fns.py (METHODS.md 1.1).
+        # beta = 0.5: hard-coded in the reference's train_fns.py (docs/methods.md 1.1).
         return super().defaults(cfg) | {"ema": 0.5}
 
     @classmethod

@@ -1,4 +1,5 @@
-"""DRAGAN (Kodali et al. 2017), as StudioGAN's ``cal_dra_penalty`` computes it (METHODS.md 4.2).
+"""DRAGAN (Kodali et al. 2017), as StudioGAN's ``cal_dra_penalty`` computes it
+(docs/methods.md 4.2).
 
     alpha_i ~ U[0, 1) per sample,   u_i ~ U[0, 1)^{C x H x W},   s = std(x_r)
     x_tilde_i = x_r,i + alpha_i * 0.5 * s * u_i

@@ -1,4 +1,4 @@
-"""WGAN-GP's one-centred gradient penalty, GP-1 (Gulrajani et al. 2017; METHODS.md 4.2).
+"""WGAN-GP's one-centred gradient penalty, GP-1 (Gulrajani et al. 2017; docs/methods.md 4.2).
 
     x_hat = eps_i * x_r,i + (1 - eps_i) * x_f,i,     eps_i ~ U[0, 1) per sample
     GP    = lambda * mean_i (||grad_x D(x_hat_i)|| - 1)^2          -> added to the D loss only

@@ -1,5 +1,5 @@
 """LeCam regularization (Tseng et al., CVPR 2021), as google/lecam-gan's BigGAN-CIFAR code does it
-(METHODS.md 4.1).
+(docs/methods.md 4.1).
 
 On the raw logits of the loss forward (augmented inputs when DiffAugment is on), fakes first:
 
@@ -50,7 +50,7 @@ class LeCam(Regularizer):
 
     @classmethod
     def defaults(cls, cfg: Config) -> dict[str, Any]:
-        # BigGAN-CIFAR scripts of google/lecam-gan: decay 0.9, start_itr 1000 (METHODS.md 4.1).
+        # BigGAN-CIFAR scripts of google/lecam-gan: decay 0.9, start_itr 1000 (docs/methods.md 4.1).
         return super().defaults(cfg) | {"ema": 0.9, "start": 1000}
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Shared machinery of the input-gradient penalties R1, R2, GP and DRAGAN (METHODS.md 4.2).
+"""Shared machinery of the input-gradient penalties R1, R2, GP and DRAGAN (docs/methods.md 4.2).
 
 Every norm is the per-sample L2 norm over all but the batch dimension, of the gradient of D's
 raw logit with respect to D's (or T's) input. Every gradient is taken with ``create_graph=True``
@@ -82,7 +82,7 @@ class SquaredGradNormPenalty(Regularizer):
 
     @classmethod
     def default_weight(cls, cfg: Config) -> float:
-        # gamma = 10: Mescheder et al. 2018 and the DiffAugment low-shot config (METHODS.md 4.2).
+        # gamma = 10: Mescheder et al. 2018, the DiffAugment low-shot config (docs/methods.md 4.2).
         return 10.0
 
     def squared_norms(self, batch: DBatch) -> Tensor:

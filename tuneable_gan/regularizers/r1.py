@@ -1,9 +1,9 @@
-"""R1 (Mescheder et al. 2018): zero-centred gradient penalty on the reals (METHODS.md 4.2).
+"""R1 (Mescheder et al. 2018): zero-centred gradient penalty on the reals (docs/methods.md 4.2).
 
     R1 = (gamma / 2) * mean_i ||grad_x D(T(x_r,i), y_r,i)||^2      -> added to the D loss only
 
 with x the un-augmented real and T (DiffAugment) inside the differentiated call, the
-StyleGAN2 + DiffAugment / StudioGAN convention (METHODS.md 2 and 4.2); this costs one extra D
+StyleGAN2 + DiffAugment / StudioGAN convention (docs/methods.md 2 and 4.2); this costs one extra D
 forward on the reals. gamma = ``regularizer.weight``, default 10 (Mescheder; DiffAugment
 low-shot; StyleGAN2's CIFAR config uses 0.01). Applied on every D step by default; StyleGAN2's
 lazy regularization (every 16 steps, x16) is not implemented. Stateless.

@@ -1,4 +1,4 @@
-"""R2 (Roth et al. 2017; Mescheder et al. 2018): R1 moved to the fakes (METHODS.md 4.2).
+"""R2 (Roth et al. 2017; Mescheder et al. 2018): R1 moved to the fakes (docs/methods.md 4.2).
 
     R2 = (gamma / 2) * mean_j ||grad_x D(T(x_f,j), y_f,j)||^2      -> added to the D loss only
 

@@ -107,7 +107,7 @@ def parse_tune(raw: Any, base: Config | None, problems: list[str]) -> TuneSpec:
     if not isinstance(storage, str) or not storage.strip():
         problems.append(f"tune.storage must be a path or URI, got {fmt(storage)}")
         storage = d.storage
-    # A URI goes to pyarrow as is; Ray rejects relative local paths (RAY.md pitfall 13).
+    # A URI goes to pyarrow as is; Ray rejects relative local paths (docs/ray.md pitfall 13).
     is_uri = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", storage)
     out["storage"] = storage if is_uri else os.path.abspath(os.path.expanduser(storage))
     out["metric"] = metric = raw.get("metric", "fid")

@@ -26,7 +26,7 @@ from analysis.report import build_report, main, parse_baseline
 from tuneable_gan.config import load_config
 from tuneable_gan.errors import UserError
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 RECORDED = FIXTURES / "experiment"
 _spec = importlib.util.spec_from_file_location("record_experiment",
                                                FIXTURES / "record_experiment.py")
@@ -204,7 +204,7 @@ def test_report_cli_and_its_one_line_errors(experiment, tmp_path, capsys):
 def test_analysis_does_not_import_ray():
     code = ("import sys, analysis.report, analysis.stats; analysis.stats.direction('fid'); "
             "print('ray' in sys.modules)")
-    root = str(Path(__file__).parents[1])
+    root = str(Path(__file__).parents[2])
     env = os.environ | {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True, cwd=root)

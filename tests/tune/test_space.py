@@ -20,7 +20,7 @@ from tuneable_gan.errors import ConfigError
 from tuneable_gan.tune.space import TiedSample, expand_grid, load_space
 from tuneable_gan.tune.space_parse import SAMPLE_KEY
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 # --- shipped spaces -------------------------------------------------------------------------
 

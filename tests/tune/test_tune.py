@@ -53,9 +53,9 @@ def test_asha_stops_some_trials_and_every_trial_has_results(ray_2cpu, tmp_path):
         assert r.metrics["device"] == "cpu" and r.metrics["gpu_ids"] == ""
 
 
-def flaky_train_gan(config, spec, source=""):
+def flaky_train_gan(config, ctx):
     """train_gan whose first attempt dies at its 3rd report (after the step-4 checkpoint)."""
-    marker = Path(spec["tune"]["storage"]) / f"failed-{config['regularizer.weight']}"
+    marker = Path(ctx.tickets).parent / f"failed-{config['regularizer.weight']}"
     if not marker.exists():
         real_report, calls = trainable_mod.tune.report, []
 
@@ -68,11 +68,11 @@ def flaky_train_gan(config, spec, source=""):
 
         trainable_mod.tune.report = report
         try:
-            trainable_mod.train_gan(config, spec, source)
+            trainable_mod.train_gan(config, ctx)
         finally:
             trainable_mod.tune.report = real_report
         return
-    trainable_mod.train_gan(config, spec, source)
+    trainable_mod.train_gan(config, ctx)
 
 
 flaky_train_gan.__name__ = "train_gan"  # Tuner.restore matches trainables by name

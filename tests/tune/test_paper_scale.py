@@ -17,7 +17,7 @@ from tuneable_gan.config import from_dict
 from tuneable_gan.tune.launch import run_sweep
 from tuneable_gan.tune.space import load_space
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 PAPER = ["cifar10_table1", "cifar100_table2", "regularizers_table10", "pairing_table5"]
 # CPU-sized stand-ins for the paper's widths, steps and sample counts.
 SHRINK = ["model.g_ch=4", "model.d_ch=4", "model.z_dim=8", "optim.batch_size=4",
