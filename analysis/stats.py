@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from tuneable_gan.constants import SEED_KEY, direction
+from tuneable_gan.constants import RESOLVED_KEYS, SEED_KEY, direction
 from tuneable_gan.errors import UserError
 
 MIN_WILCOXON = 6
@@ -133,6 +133,8 @@ def trial_values(df: pd.DataFrame, metrics: Sequence[str] = ("fid",), *,
         last = g.iloc[-1]
         rec: dict[str, Any] = {"trial_id": tid, "trial_dir": last.get("trial_dir"),
                                **{f: plain_value(last[f]) for f in factors},
+                               **{k: plain_value(last[k]) for k in RESOLVED_KEYS
+                                  if k in last.index and k not in factors},
                                SEED_KEY: plain_value(last.get(SEED_KEY)), "status": last["status"],
                                "stopped_at": last["stopped_at"]}
         g = g[g["step"].notna()]  # a trial that never reported has one row with step NaN
@@ -193,14 +195,20 @@ def aggregate(df: pd.DataFrame, metrics: Sequence[str] = ("fid",), *,
               seed: int = 0) -> pd.DataFrame:
     """Per cell: ``n_seeds`` (trials), ``n`` (usable, see ``trial_values``), the counts of
     stopped/diverged/errored/running trials with a ``stopped`` note, and per value column
-    ``<v>_mean``, ``<v>_std``, ``<v>_ci_low``, ``<v>_ci_high``. UserError on mixed protocols."""
+    ``<v>_mean``, ``<v>_std``, ``<v>_ci_low``, ``<v>_ci_high``. Resolved config values
+    (``constants.RESOLVED_KEYS``) that differ between cells but not within one are kept as
+    columns too, named in ``attrs["derived"]``. UserError on mixed protocols."""
     protocol = check_protocol(df)
     tv = trial_values(df, metrics, at_step=at_step, factors=factors)
     factors, cols = tv.attrs["factors"], tv.attrs["values"]
     out = []
+    resolved = [k for k in RESOLVED_KEYS if k in tv.columns]
     for key, g in _cells(tv, factors):
         use = g[g["usable"]]
         rec: dict[str, Any] = dict(zip(factors, key)) | {"n": len(use)} | _counts(g)
+        for k in resolved:  # one value per cell, or None where the cell's trials differ
+            vals = {plain_value(v) for v in g[k]}
+            rec[k] = vals.pop() if len(vals) == 1 else None
         for c in cols:
             x = use[c].to_numpy(dtype=float)
             lo, hi = bootstrap_ci(x, confidence, n_resamples, seed)
@@ -209,7 +217,12 @@ def aggregate(df: pd.DataFrame, metrics: Sequence[str] = ("fid",), *,
                     f"{c}_ci_low": lo, f"{c}_ci_high": hi}
         out.append(rec)
     agg = pd.DataFrame(out)
-    agg.attrs = tv.attrs | {"eval_protocol": protocol, "confidence": confidence}
+    # Resolved values that tell cells apart (a paper-rule lambda): shown beside the factors.
+    derived = [k for k in resolved
+               if len({repr(plain_value(v)) for v in agg[k]}) > 1 and agg[k].notna().all()]
+    agg = agg.drop(columns=[k for k in resolved if k not in derived])
+    agg.attrs = tv.attrs | {"eval_protocol": protocol, "confidence": confidence,
+                            "derived": derived}
     return agg
 
 

@@ -68,10 +68,12 @@ def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
     if spread not in ("std", "ci"):
         raise ValueError(f"spread must be std or ci, got {spread!r}")
     factors = list(agg.attrs.get("factors", []))
+    derived = [k for k in agg.attrs.get("derived", []) if k in agg.columns]
     values = list(values or agg.attrs.get("values", []))
     shorts = [f.rsplit(".", 1)[-1] for f in factors]
     names = [s if shorts.count(s) == 1 else f for f, s in zip(factors, shorts)]
-    columns = [*names, "n", *values]
+    # A resolved value the run used (e.g. the paper rule's lambda), not a swept factor.
+    columns = [*names, *(f"{k.rsplit('.', 1)[-1]} (resolved)" for k in derived), "n", *values]
     has_cmp = comparison is not None and not comparison.empty
     if has_cmp:
         cv = comparison.attrs.get("value", "")
@@ -91,7 +93,8 @@ def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
                                             if f"{cv}_mean" in agg else np.array([]))
     rows, bold = [], []
     for i, r in agg.reset_index(drop=True).iterrows():
-        text = [_fmt_factor(r[f]) for f in factors] + [f"{int(r['n'])}/{int(r['n_seeds'])}"]
+        text = [_fmt_factor(r[f]) for f in [*factors, *derived]] + [
+            f"{int(r['n'])}/{int(r['n_seeds'])}"]
         marks = [False] * len(text)
         for v in values:
             m, d = r[f"{v}_mean"], dec[v]
@@ -122,7 +125,7 @@ def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
             ["is_baseline", "n_pairs", "delta", "test", "p", "p_holm"]].reset_index(drop=True)],
             axis=1)
     return Table(columns, rows, bold, raw, _caption(agg, comparison if has_cmp else None, spread),
-                 len(factors))
+                 len(factors) + len(derived))
 
 
 def _fmt_factor(v: object) -> str:

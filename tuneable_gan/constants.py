@@ -12,6 +12,13 @@ SPEC_FILE = "tuneable_gan_sweep.yaml"
 # The config key seed replication sweeps over: seeds are replicates, not a factor.
 SEED_KEY = "train.seed"
 
+# The config keys whose null means "the paper's value" and that ``tuneable_gan.resolve`` fills
+# per run: reports carry the resolved values, and tables show them beside the swept factors
+# when they differ between cells (a paper-rule sweep's lambda per cell).
+RESOLVED_KEYS: tuple[str, ...] = (
+    "model.conditional", "regularizer.weight", "regularizer.ema", "regularizer.every",
+    "regularizer.start")
+
 # Every metric a trial reports, and which way is better ("min" / "max"; None: no direction,
 # such as losses and gradient norms). ``*_best`` metrics follow their base metric.
 METRICS: dict[str, str | None] = {
