@@ -1,4 +1,4 @@
-"""``tuneable-gan``: train | validate.
+"""``tuneable-gan``: train | validate | sweep | resume | report.
 
 User errors print one line each (``tuneable-gan: error: ...``) and exit 2 with nothing
 half-written: every check runs before the output directory is touched.
