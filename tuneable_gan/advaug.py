@@ -117,16 +117,22 @@ def g_adv_loss(G: nn.Module, D: nn.Module, u: Tensor, y: Tensor | None, loss: Lo
 TRAIN_STAGE_ONLY = Schedule(stages=("train",))
 
 
-class AdvAugD(Term):
-    """D's loss on perturbed pooled features, half of the adversarial D loss; logs
-    ``d_loss_adv``."""
+class _AdvAugTerm(Term):
+    """Half of the adversarial loss, on perturbed features, in stage II only."""
 
-    name, group, share = "advaug_d", "adversarial", 0.5
+    group, share = "adversarial", 0.5
     schedule = TRAIN_STAGE_ONLY
     needs_features = True
 
     def __init__(self, cfg: AugmentConfig) -> None:
         self.gamma, self.mode = cfg.advaug_step, cfg.advaug_mode
+
+
+class AdvAugD(_AdvAugTerm):
+    """D's loss on perturbed pooled features, half of the adversarial D loss; logs
+    ``d_loss_adv``."""
+
+    name = "advaug_d"
 
     def loss(self, batch: DBatch, stats: StepStats) -> Tensor:
         assert batch.features is not None and batch.loss is not None
@@ -136,15 +142,10 @@ class AdvAugD(Term):
         return value
 
 
-class AdvAugG(Term):
+class AdvAugG(_AdvAugTerm):
     """G's loss through perturbed stem features, half of the adversarial G loss."""
 
-    name, group, share = "advaug_g", "adversarial", 0.5
-    schedule = TRAIN_STAGE_ONLY
-    needs_features = True
-
-    def __init__(self, cfg: AugmentConfig) -> None:
-        self.gamma, self.mode = cfg.advaug_step, cfg.advaug_mode
+    name = "advaug_g"
 
     def loss(self, batch: GBatch, stats: StepStats) -> Tensor:
         assert batch.stem is not None
