@@ -1,4 +1,5 @@
-"""A CIFAR-10/100 writer in the real python-pickle format, for tests (TORCH_FIDELITY.md 4.2)."""
+"""A CIFAR-10/100 writer in the real python-pickle format, for tests
+(docs/torch_fidelity.md 4.2)."""
 
 from __future__ import annotations
 

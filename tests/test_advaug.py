@@ -2,27 +2,64 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
+from conftest import tiny_config
 from torch import nn
 
 from tuneable_gan.advaug import (
-    advaug_d_loss,
-    advaug_g_loss,
+    AdvAugD,
+    AdvAugG,
     d_adv_loss,
     d_objective,
     feature_delta,
     g_adv_loss,
 )
 from tuneable_gan.augment import diff_augment, parse_policy
-from tuneable_gan.config import ModelConfig
-from tuneable_gan.losses import LOSSES
+from tuneable_gan.config import AugmentConfig, ModelConfig
+from tuneable_gan.losses import LOSSES, Loss
 from tuneable_gan.models import build_models
 from tuneable_gan.models.base import DataSpec, Discriminator, Generator
 from tuneable_gan.regularizers.base import input_grad_norms
+from tuneable_gan.terms import DAdversarial, DBatch, GAdversarial, GBatch, adversarial_sum
+from tuneable_gan.trainer import GANTrainer
+from tuneable_gan.training_stats import StepStats
 
 HINGE, NS = LOSSES.get("hinge"), LOSSES.get("ns")
 GAMMA = 0.01
+
+
+def advaug(mode: str, side: str = "gd") -> AugmentConfig:
+    return AugmentConfig(advaug=side, advaug_step=GAMMA, advaug_mode=mode)
+
+
+def step_d_loss(D: nn.Module, x_f: torch.Tensor, x_r: torch.Tensor, y_f: torch.Tensor | None,
+                y_r: torch.Tensor | None, loss: Loss, mode: str,
+                stats: StepStats | None = None) -> torch.Tensor:
+    """The adversarial D loss as the trainer's D step forms it with AdvAug on: one trunk pass
+    over ``[fakes; reals]`` (fakes detached), the terms ``DAdversarial`` and ``AdvAugD``
+    combined by ``adversarial_sum`` (1/2 clean + 1/2 adversarial)."""
+    x = torch.cat([x_f.detach(), x_r])
+    y = None if y_f is None or y_r is None else torch.cat([y_f, y_r])
+    h = D.trunk(x)
+    batch = DBatch(x=x, logits=D.head(h, y), labels=y, n_fake=len(x_f), grad_norms=None,
+                   fake_raw=x_f, real_raw=x_r, D=D, augment=lambda t: t,
+                   generator=torch.Generator(), step=0, d_step=0, features=h, loss=loss)
+    return adversarial_sum([DAdversarial(), AdvAugD(advaug(mode))], batch,
+                           stats if stats is not None else StepStats())
+
+
+def step_g_loss(G: nn.Module, D: nn.Module, z: torch.Tensor, y: torch.Tensor | None,
+                loss: Loss, T: Callable[[torch.Tensor], torch.Tensor], mode: str) -> torch.Tensor:
+    """The adversarial G loss as the trainer's G step forms it with AdvAug on: ``u = G.stem``,
+    fakes ``G.rest(u)``, the terms ``GAdversarial`` and ``AdvAugG`` combined by
+    ``adversarial_sum``. T draws in this order: clean branch, PGD step(s), adversarial branch."""
+    u = G.stem(z, y)
+    batch = GBatch(z=z, labels=y, stem=u, fake=G.rest(u, y), G=G, D=D, augment=T, loss=loss,
+                   step=0)
+    return adversarial_sum([GAdversarial(), AdvAugG(advaug(mode))], batch, StepStats())
 
 
 class TinyD(Discriminator):
@@ -106,7 +143,9 @@ def test_steps_accumulate() -> None:
                        torch.zeros(2, 4))
 
 
-def hand_d_loss(D: TinyD, x_f: torch.Tensor, x_r: torch.Tensor, mode: str) -> torch.Tensor:
+def hand_d_parts(D: TinyD, x_f: torch.Tensor, x_r: torch.Tensor,
+                 mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, perturbed) hinge D losses by hand."""
     h = D.trunk(torch.cat([x_f, x_r]))
     s = GAMMA * sign_w(D)
     n = x_f.shape[0]
@@ -116,6 +155,11 @@ def hand_d_loss(D: TinyD, x_f: torch.Tensor, x_r: torch.Tensor, mode: str) -> to
         delta = torch.cat([s.expand(n, 4), -s.expand(n, 4)])
     clean = HINGE.d_loss(D.head(h[n:]), D.head(h[:n]))
     pert = HINGE.d_loss(D.head(h[n:] + delta[n:]), D.head(h[:n] + delta[:n]))
+    return clean, pert
+
+
+def hand_d_loss(D: TinyD, x_f: torch.Tensor, x_r: torch.Tensor, mode: str) -> torch.Tensor:
+    clean, pert = hand_d_parts(D, x_f, x_r, mode)
     return 0.5 * clean + 0.5 * pert
 
 
@@ -123,9 +167,13 @@ def hand_d_loss(D: TinyD, x_f: torch.Tensor, x_r: torch.Tensor, mode: str) -> to
 def test_d_loss_is_half_clean_half_perturbed_and_grads_reach_trunk(mode: str) -> None:
     D = TinyD()
     x_f, x_r = 0.1 * torch.randn(3, 3), 0.1 * torch.randn(3, 3)
-    loss = advaug_d_loss(D, x_f, x_r, None, None, HINGE, GAMMA, mode)
+    stats = StepStats()
+    loss = step_d_loss(D, x_f, x_r, None, None, HINGE, mode, stats)
     expect = hand_d_loss(D, x_f, x_r, mode)
     torch.testing.assert_close(loss, expect, rtol=0, atol=1e-7)
+    # The logged d_loss_adv is the perturbed half, before its weight 1/2.
+    torch.testing.assert_close(torch.tensor(stats.collect()["d_loss_adv"]),
+                               hand_d_parts(D, x_f, x_r, mode)[1], rtol=0, atol=1e-7)
     got = torch.autograd.grad(loss, [D.lin.weight, D.lin.bias, D.out.weight])
     # Hand version with delta a constant: equal grads mean no gradient through delta.
     want = torch.autograd.grad(expect, [D.lin.weight, D.lin.bias, D.out.weight])
@@ -181,7 +229,7 @@ def test_g_side_perturbation_matches_by_hand(mode: str, loss, sign: float) -> No
         calls.append(x.shape[0])
         return x
 
-    got = advaug_g_loss(G, D, z, None, loss, T, GAMMA, mode)
+    got = step_g_loss(G, D, z, None, loss, T, mode)
     assert len(calls) == 3  # clean, one PGD step, adversarial branch
     clean = loss.g_loss(D(G.rest(u)))
     adv = loss.g_loss(D(G.rest(u + delta_u)))
@@ -233,9 +281,9 @@ def test_dcgan_conditional_with_diffaugment_and_diggan_norms() -> None:
     total = 0.5 * clean + 0.5 * adv + (norms[:B] - norms[B:]).pow(2).mean()
     total.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in D.parameters())
-    # The convenience wrapper gives the same loss on the same (already augmented) inputs.
+    # The step's terms give the same loss on the same (already augmented) inputs.
     D.eval()  # freeze SN's power iteration so two evaluations see the same weights
-    a = advaug_d_loss(D, x[:B].detach(), x[B:].detach(), y_f, y_r, HINGE, GAMMA, "worst_case")
+    a = step_d_loss(D, x[:B].detach(), x[B:].detach(), y_f, y_r, HINGE, "worst_case")
     h2 = D.trunk(x.detach())
     b = 0.5 * HINGE.d_loss(D.head(h2[B:], y_r), D.head(h2[:B], y_f)) + 0.5 * d_adv_loss(
         D, h2, y, B, HINGE, GAMMA, "worst_case")
@@ -243,7 +291,45 @@ def test_dcgan_conditional_with_diffaugment_and_diggan_norms() -> None:
     D.train()
     # G step: D frozen as in the trainer.
     D.requires_grad_(False)
-    g_loss = advaug_g_loss(G, D, z, y_f, HINGE, T, GAMMA, "code_increase_logit")
+    g_loss = step_g_loss(G, D, z, y_f, HINGE, T, "code_increase_logit")
     g_loss.backward()
     D.requires_grad_(True)
     assert G.linear.weight.grad is not None and G.linear.weight.grad.abs().sum() > 0
+
+
+# -- the trainer ----------------------------------------------------------------------------------
+
+def spy_losses(terms: list, seen: dict[str, list[torch.Tensor]]) -> None:
+    """Record each term's loss value under its name (the term still returns it)."""
+    for term in terms:
+        loss = term.loss
+
+        def spy(batch, stats, loss=loss, name=term.name):
+            value = loss(batch, stats)
+            seen.setdefault(name, []).append(value.detach())
+            return value
+
+        term.loss = spy
+
+
+def test_trainer_combines_half_clean_half_adversarial_on_both_sides() -> None:
+    t = GANTrainer(tiny_config(augment__advaug="gd", regularizer__name="none", optim__d_steps=1))
+    assert [type(x) for x in t.d_terms[:2]] == [DAdversarial, AdvAugD]
+    assert [type(x) for x in t.g_terms] == [GAdversarial, AdvAugG]
+    # Lottery stage II (and a dense run) only: tickets are found without AdvAug.
+    for term in (t.d_terms[1], t.g_terms[1]):
+        assert term.share == 0.5 and term.fires(0, 0, "train") and not term.fires(0, 0, "ticket")
+    seen: dict[str, list[torch.Tensor]] = {}
+    spy_losses(t.d_terms[:2] + t.g_terms, seen)
+    t.d_step(0)
+    d = t.stats.collect()
+    t.g_step()
+    g = t.stats.collect()
+    assert {k: len(v) for k, v in seen.items()} == {
+        "d_adversarial": 1, "advaug_d": 1, "g_adversarial": 1, "advaug_g": 1}
+    # Bitwise: the logged losses are 0.5 * clean + 0.5 * adversarial of the step's own values.
+    assert d["d_loss"] == float(0.5 * seen["d_adversarial"][0] + 0.5 * seen["advaug_d"][0])
+    assert d["d_loss_adv"] == float(seen["advaug_d"][0])
+    assert g["g_loss"] == float(0.5 * seen["g_adversarial"][0] + 0.5 * seen["advaug_g"][0])
+    assert seen["d_adversarial"][0] != seen["advaug_d"][0]
+    assert seen["g_adversarial"][0] != seen["advaug_g"][0]

@@ -1,4 +1,4 @@
-"""DigGAN against an independent hand computation (METHODS.md 1.1, 1.2).
+"""DigGAN against an independent hand computation (docs/methods.md 1.1, 1.2).
 
 The tiny D is D_c(x) = 0.5 * c * ||x||^2 per sample, so d D/dx_i = c * x_i and the per-sample
 gradient norm is |c| * ||x_i|| in closed form, as is its derivative with respect to c.
@@ -11,11 +11,20 @@ import torch
 from conftest import tiny_config
 from torch.testing import assert_close
 
+from tuneable_gan.config import Config
+from tuneable_gan.models import DataSpec
 from tuneable_gan.regularizers import REGULARIZERS, DBatch, input_grad_norms
-from tuneable_gan.regularizers.diggan import paper_weight
+from tuneable_gan.regularizers.diggan import DigGAN, paper_weight
+from tuneable_gan.resolve import resolve
 from tuneable_gan.trainer import GANTrainer
 
 LAM = 3.0
+DIGITS = DataSpec((1, 8, 8), 10)  # the data of tiny_config (digits at resolution 8)
+
+
+def resolved(**kw: object) -> Config:
+    """tiny_config(**kw) (regularizer diggan) with its paper-default nulls filled."""
+    return resolve(tiny_config(**kw), DIGITS)
 
 
 def quad_batch(c: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> DBatch:
@@ -48,8 +57,8 @@ def hand(c: float, fake: torch.Tensor, real: torch.Tensor, beta: float, pairing:
 @pytest.mark.parametrize("pairing", ["random", "same_class", "magnitude"])
 @pytest.mark.parametrize("beta", [0.0, 0.5])
 def test_penalty_and_its_gradient_match_hand_computation_over_two_steps(pairing, beta):
-    cfg = tiny_config(regularizer__weight=LAM, regularizer__ema=beta,
-                      regularizer__pairing=pairing, model__conditional=True)
+    cfg = resolved(regularizer__weight=LAM, regularizer__ema=beta,
+                   regularizer__pairing=pairing, model__conditional=True)
     reg = REGULARIZERS.get("diggan")(cfg)
     gen = torch.Generator().manual_seed(1)
     hist = None
@@ -69,19 +78,19 @@ def test_penalty_and_its_gradient_match_hand_computation_over_two_steps(pairing,
 
 def test_pairing_same_class_pins_fake_labels_and_random_does_not():
     y_real, y_fake = torch.tensor([1, 2, 3]), torch.tensor([0, 0, 0])
-    same = REGULARIZERS.get("diggan")(tiny_config(regularizer__pairing="same_class",
-                                                  model__conditional=True))
-    rand = REGULARIZERS.get("diggan")(tiny_config())
+    same = REGULARIZERS.get("diggan")(resolved(regularizer__pairing="same_class",
+                                               model__conditional=True))
+    rand = REGULARIZERS.get("diggan")(resolved())
     assert torch.equal(same.fake_labels(y_real, y_fake), y_real)
     assert torch.equal(rand.fake_labels(y_real, y_fake), y_fake)
 
 
 def test_history_round_trips_through_state_dict():
-    reg = REGULARIZERS.get("diggan")(tiny_config(regularizer__ema=0.5))
+    reg = REGULARIZERS.get("diggan")(resolved(regularizer__ema=0.5))
     gen = torch.Generator().manual_seed(0)
     reg.penalty(quad_batch(torch.tensor(1.0), torch.randn(4, 3, generator=gen),
                            torch.randn(4, 3, generator=gen)))
-    other = REGULARIZERS.get("diggan")(tiny_config(regularizer__ema=0.5))
+    other = REGULARIZERS.get("diggan")(resolved(regularizer__ema=0.5))
     other.load_state_dict(reg.state_dict())
     batch = dict(c=torch.tensor(2.0), fake=torch.ones(4, 3), real=torch.zeros(4, 3))
     assert torch.equal(reg.penalty(quad_batch(**batch)), other.penalty(quad_batch(**batch)))
@@ -92,8 +101,13 @@ def test_paper_weight_rule():
     assert paper_weight(tiny_config(data__fraction=0.2, augment__diffaugment="")) == 5e3
     assert paper_weight(tiny_config(data__fraction=0.1)) == pytest.approx(1e3)
     assert paper_weight(tiny_config(data__fraction=1.0)) == pytest.approx(10.0)
-    reg = REGULARIZERS.get("diggan")(tiny_config(regularizer__weight=None))
+    cfg = resolved(regularizer__weight=None)
+    reg = REGULARIZERS.get("diggan")(cfg)
     assert reg.weight == pytest.approx(1e3) and reg.beta == 0.5 and reg.every == "first"
+    # The resolved config carries the values the run uses.
+    assert (cfg.regularizer.weight, cfg.regularizer.ema, cfg.regularizer.every) == (
+        reg.weight, 0.5, "first")
+    assert DigGAN.default_weight(cfg) == paper_weight(cfg)
 
 
 def test_trainer_applies_it_on_the_first_d_step_to_the_augmented_input():
@@ -110,7 +124,10 @@ def test_trainer_applies_it_on_the_first_d_step_to_the_augmented_input():
         return penalty(batch)
 
     t.reg.penalty = spy
-    m = [t.d_step(k) for k in range(3)]
+    m = []
+    for k in range(3):
+        t.d_step(k)
+        m.append(t.stats.collect())
     assert len(seen) == 1 and seen[0][0].d_step == 0
     assert m[0]["reg_loss"] > 0 and m[1]["reg_loss"] == 0 and m[2]["reg_loss"] == 0
     b, recomputed = seen[0]
@@ -122,7 +139,9 @@ def test_trainer_applies_it_on_the_first_d_step_to_the_augmented_input():
 
 def test_every_all_applies_on_each_d_step():
     t = GANTrainer(tiny_config(optim__d_steps=2, regularizer__every="all"))
-    assert all(t.d_step(k)["reg_loss"] > 0 for k in range(2))
+    for k in range(2):
+        t.d_step(k)
+        assert t.stats.collect()["reg_loss"] > 0
 
 
 def test_dig_is_logged_with_the_regularizer_off():

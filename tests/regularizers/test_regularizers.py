@@ -1,4 +1,4 @@
-"""LeCam, R1, R2, GP and DRAGAN against independent hand computations (METHODS.md 4.1, 4.2).
+"""LeCam, R1, R2, GP and DRAGAN against independent hand computations (docs/methods.md 4.1, 4.2).
 
 The tiny Ds have closed-form input gradients:
 - QuadD:   D_c(x, y) = 0.5 * c * (1 + y) * ||x||^2  ->  grad_x = c * (1 + y) * x   (y = 0 if None)
@@ -18,14 +18,20 @@ from torch import nn
 from torch.testing import assert_close
 
 from tuneable_gan.checkpoint import read_checkpoint, write_checkpoint
+from tuneable_gan.config import Config
 from tuneable_gan.errors import ConfigError
+from tuneable_gan.models import DataSpec
 from tuneable_gan.regularizers import REGULARIZERS, DBatch, input_grad_norms
+from tuneable_gan.resolve import resolve
 from tuneable_gan.trainer import GANTrainer
+from tuneable_gan.training_stats import StepStats
 
 Tensor = torch.Tensor
 F64 = torch.float64
 SHAPE = (1, 3, 3)
 GAMMA = 3.0
+DIGITS = DataSpec((1, 8, 8), 10)  # the data of tiny_config (digits at resolution 8)
+TRAIN = "train"  # the stage of a dense run
 
 
 def _factor(y: Tensor | None, like: Tensor) -> Tensor:
@@ -73,8 +79,13 @@ def make_batch(D: nn.Module, fake: Tensor, real: Tensor, labels: Tensor | None =
                   step=step, d_step=d_step)
 
 
+def resolved(**kw: object) -> Config:
+    """tiny_config(**kw) with its paper-default nulls filled, as the trainer resolves it."""
+    return resolve(tiny_config(**kw), DIGITS)
+
+
 def build(name: str, **kw: object):
-    return REGULARIZERS.get(name)(tiny_config(regularizer__name=name, **kw))
+    return REGULARIZERS.get(name)(resolved(regularizer__name=name, **kw))
 
 
 def clone(gen: torch.Generator) -> torch.Generator:
@@ -118,8 +129,9 @@ def test_r1_r2_augmented_convention_reads_the_loss_forward_norms(name, side):
     """wrt='augmented': gamma/2 * mean g^2 of the trainer's norms on one half (no extra forward)."""
     default = build(name)
     assert default.wrt == "raw" and not default.needs_grad_norms
-    reg = REGULARIZERS.get(name)(tiny_config(regularizer__weight=GAMMA), wrt="augmented")
-    assert reg.needs_grad_norms and reg.describe()["wrt"] == "augmented"
+    reg = REGULARIZERS.get(name)(resolved(regularizer__name=name, regularizer__weight=GAMMA),
+                                 wrt="augmented")
+    assert reg.needs_grad_norms and reg.wrt == "augmented"
     assert not type(reg).needs_grad_norms  # the class default is untouched
 
     n, c = 4, -1.3
@@ -136,7 +148,7 @@ def test_r1_r2_augmented_convention_reads_the_loss_forward_norms(name, side):
     assert_close(pen, GAMMA / 2 * c ** 2 * k)
     assert_close(D.c.grad, GAMMA * c * k)
     with pytest.raises(ValueError, match="wrt must be one of"):
-        REGULARIZERS.get(name)(tiny_config(), wrt="pixels")
+        REGULARIZERS.get(name)(resolved(regularizer__name=name), wrt="pixels")
 
 
 # -- GP -----------------------------------------------------------------------------------------
@@ -222,8 +234,9 @@ def test_dragan_perturbation_reproduced_from_a_cloned_generator():
 # -- LeCam --------------------------------------------------------------------------------------
 
 class ReferenceAnchors:
-    """The reference's EMA wrapper, re-derived from METHODS.md 4.1: init 1000, 1-based itr,
-    decay 0 while itr < start, penalty only when itr > start."""
+    """The reference's EMA wrapper, re-derived from docs/methods.md 4.1: init 1000, decay 0 while
+    itr < start, penalty only when itr > start. This oracle is fed itr = step + 1, the mapping
+    the project uses today (the reference counts itr from 0; see docs/methods.md 4.1)."""
 
     def __init__(self, decay: float, start: int) -> None:
         self.real = self.fake = 1000.0
@@ -244,14 +257,21 @@ def lecam_hand(logits: Tensor, n_fake: int, a_real: float, a_fake: float, lam: f
     return pen, grad
 
 
-def test_lecam_defaults_and_applies_on_every_d_step():
-    reg = build("lecam", regularizer__weight=None)
+def test_lecam_defaults_and_penalises_every_d_step_from_start():
+    cfg = resolved(regularizer__name="lecam", regularizer__weight=None)
+    reg = REGULARIZERS.get("lecam")(cfg)
     assert (reg.weight, reg.decay, reg.start, reg.every) == (0.3, 0.9, 1000, "all")
-    assert reg.describe() == {"weight": 0.3, "every": "all", "ema": 0.9, "start": 1000}
+    r = cfg.regularizer
+    assert {"weight": r.weight, "every": r.every, "ema": r.ema, "start": r.start} == {
+        "weight": 0.3, "every": "all", "ema": 0.9, "start": 1000}
     assert reg.state_dict() == {"anchor_real": None, "anchor_fake": None}
     first = build("lecam", regularizer__every="first")
-    # The anchors advance in every D step, even before start and when only d_step 0 is penalised.
-    assert all(r.applies(s, k) for r in (reg, first) for s in (0, 999, 5000) for k in range(4))
+    # The anchors advance in every D step (``observe``; see the trainer test below); the
+    # penalty is carried from phase step ``start`` on, by every D step or only by d_step 0.
+    for s in (0, 999, 1000, 5000):
+        for k in range(4):
+            assert reg.fires(s, k, TRAIN) is (s >= 1000)
+            assert first.fires(s, k, TRAIN) is (s >= 1000 and k == 0)
 
 
 def test_lecam_anchors_and_penalty_over_steps_match_the_reference_schedule():
@@ -264,8 +284,9 @@ def test_lecam_anchors_and_penalty_over_steps_match_the_reference_schedule():
         for d_step in range(2):
             logits = torch.randn(2 * n, generator=gen, dtype=F64).requires_grad_(True)
             ref.update(logits[n:].mean().item(), logits[:n].mean().item(), step + 1)
-            pen = reg.penalty(make_batch(QuadD(1.0), images(n, 0), images(n, 1), step=step,
-                                         d_step=d_step, logits=logits))
+            batch = make_batch(QuadD(1.0), images(n, 0), images(n, 1), step=step,
+                               d_step=d_step, logits=logits)
+            reg.observe(batch, StepStats())
             assert isinstance(reg.anchor_real, float) and isinstance(reg.anchor_fake, float)
             assert reg.anchor_real == pytest.approx(ref.real, rel=1e-12, abs=1e-12)
             assert reg.anchor_fake == pytest.approx(ref.fake, rel=1e-12, abs=1e-12)
@@ -273,8 +294,10 @@ def test_lecam_anchors_and_penalty_over_steps_match_the_reference_schedule():
                 assert reg.anchor_real == logits[n:].mean().item()
                 assert reg.anchor_fake == logits[:n].mean().item()
             if step < start:
-                assert pen.item() == 0.0
+                assert not reg.fires(step, d_step, TRAIN)  # no penalty in the warm-up
                 continue
+            assert reg.fires(step, d_step, TRAIN)
+            pen = reg.penalty(batch)
             carried.append(step)
             want, dwant = lecam_hand(logits.detach(), n, ref.real, ref.fake, lam)
             pen.backward()
@@ -291,7 +314,10 @@ def test_lecam_penalty_on_known_logits_and_its_gradient():
     fake = [-1.0, 0.5, 2.0, -3.0]
     real = [1.0, -2.0, 3.0, 0.2]
     logits = torch.tensor(fake + real, dtype=F64, requires_grad=True)
-    pen = reg.penalty(make_batch(QuadD(1.0), images(4, 0), images(4, 1), logits=logits))
+    batch = make_batch(QuadD(1.0), images(4, 0), images(4, 1), logits=logits)
+    reg.observe(batch, StepStats())
+    assert reg.fires(0, 0, TRAIN)
+    pen = reg.penalty(batch)
     a_real, a_fake = sum(real) / 4, sum(fake) / 4
     assert reg.anchor_real == pytest.approx(a_real) and reg.anchor_fake == pytest.approx(a_fake)
     hand = lam * ((1 - a_fake) ** 2 + (3 - a_fake) ** 2 + (0.2 - a_fake) ** 2) / 4 + lam * (
@@ -306,20 +332,25 @@ def test_lecam_anchors_are_not_swapped():
     implementation (reals vs the real anchor) would give 0.125 here."""
     reg = build("lecam", regularizer__weight=1.0, regularizer__start=0)
     logits = torch.tensor([-2.0, -3.0, 2.0, 3.0], dtype=F64)
-    pen = reg.penalty(make_batch(QuadD(1.0), images(2, 0), images(2, 1), logits=logits))
+    batch = make_batch(QuadD(1.0), images(2, 0), images(2, 1), logits=logits)
+    reg.observe(batch, StepStats())
+    pen = reg.penalty(batch)
     assert (reg.anchor_real, reg.anchor_fake) == (2.5, -2.5)
     assert pen.item() == pytest.approx((4.5 ** 2 + 5.5 ** 2) / 2 * 2)
 
 
 def test_lecam_every_first_penalises_d_step_0_only_but_tracks_every_d_step():
     reg = build("lecam", regularizer__start=0, regularizer__every="first")
-    pens, anchors = [], []
+    fired, pens, anchors = [], [], []
     for d_step, logits in enumerate([[-1.0, 1.0], [-4.0, 4.0]]):
         batch = make_batch(QuadD(1.0), images(1, 0), images(1, 1), d_step=d_step,
                            logits=torch.tensor(logits, dtype=F64))
-        pens.append(reg.penalty(batch).item())
+        reg.observe(batch, StepStats())
+        fired.append(reg.fires(0, d_step, TRAIN))
+        if fired[-1]:
+            pens.append(reg.penalty(batch).item())
         anchors.append((reg.anchor_real, reg.anchor_fake))
-    assert pens[0] > 0 and pens[1] == 0.0
+    assert fired == [True, False] and pens[0] > 0
     assert anchors[1] == pytest.approx((0.9 * 1.0 + 0.1 * 4.0, 0.9 * -1.0 + 0.1 * -4.0))
 
 
@@ -327,14 +358,22 @@ def test_lecam_state_round_trips_bitwise():
     reg = build("lecam", regularizer__start=1, regularizer__ema=0.7)
     gen = torch.Generator().manual_seed(5)
     for step in range(3):
-        reg.penalty(make_batch(QuadD(1.0), images(3, 0), images(3, 1), step=step,
-                               logits=torch.randn(6, generator=gen)))
+        batch = make_batch(QuadD(1.0), images(3, 0), images(3, 1), step=step,
+                           logits=torch.randn(6, generator=gen))
+        reg.observe(batch, StepStats())
+        if reg.fires(step, 0, TRAIN):
+            reg.penalty(batch)
     other = build("lecam", regularizer__start=1, regularizer__ema=0.7)
     other.load_state_dict(copy.deepcopy(reg.state_dict()))
     assert other.state_dict() == reg.state_dict()
     logits = torch.randn(6, generator=gen)
-    a = reg.penalty(make_batch(QuadD(1.0), images(3, 0), images(3, 1), step=3, logits=logits))
-    b = other.penalty(make_batch(QuadD(1.0), images(3, 0), images(3, 1), step=3, logits=logits))
+    pens = []
+    for r in (reg, other):
+        batch = make_batch(QuadD(1.0), images(3, 0), images(3, 1), step=3, logits=logits)
+        r.observe(batch, StepStats())
+        assert r.fires(3, 0, TRAIN)
+        pens.append(r.penalty(batch))
+    a, b = pens
     assert torch.equal(a, b) and a.item() > 0 and other.state_dict() == reg.state_dict()
 
 
@@ -346,8 +385,8 @@ def test_gradient_penalties_are_stateless_with_paper_defaults(name):
     assert (reg.weight, reg.every) == (10.0, "all")
     assert reg.state_dict() == {}
     reg.load_state_dict({})
-    assert all(reg.applies(s, k) for s in (0, 7) for k in range(3))
-    assert build(name, regularizer__every="first").applies(0, 1) is False
+    assert all(reg.fires(s, k, TRAIN) for s in (0, 7) for k in range(3))
+    assert build(name, regularizer__every="first").fires(0, 1, TRAIN) is False
 
 
 RUNS = [("lecam", False), ("lecam", True), ("r1", False), ("r1", True), ("r2", False),
@@ -370,16 +409,41 @@ def test_trainer_step_reports_a_positive_finite_reg_loss(name, conditional):
 
 def test_trainer_lecam_warm_up_reports_zero_but_moves_the_anchors():
     t = GANTrainer(tiny_config(regularizer__name="lecam", regularizer__weight=None))
+    observed, penalised = [], []
+    observe, penalty = t.reg.observe, t.reg.penalty
+
+    def observe_spy(batch, stats):
+        observed.append(batch.d_step)
+        observe(batch, stats)
+
+    def penalty_spy(batch):
+        penalised.append(batch.d_step)
+        return penalty(batch)
+
+    t.reg.observe, t.reg.penalty = observe_spy, penalty_spy
     m = t.train_step()
     assert m["reg_loss"] == 0.0 and t.reg.anchor_real is not None
     assert t.reg.anchor_real != t.reg.anchor_fake
+    # The anchors advanced on every D step of the warm-up; no penalty was computed.
+    assert observed == list(range(t.cfg.optim.d_steps)) and penalised == []
 
 
 def test_trainer_r1_augmented_convention_runs():
     cfg = tiny_config(regularizer__name="r1", regularizer__weight=None)
     t = GANTrainer(cfg)
-    t.reg = REGULARIZERS.get("r1")(cfg, wrt="augmented")
+    i = t.d_terms.index(t.reg)
+    t.reg = t.d_terms[i] = REGULARIZERS.get("r1")(t.cfg, wrt="augmented")
+    seen = []
+    penalty = t.reg.penalty
+
+    def spy(batch):
+        seen.append(batch.grad_norms is not None and batch.grad_norms.requires_grad)
+        return penalty(batch)
+
+    t.reg.penalty = spy
     m = t.train_step()
+    # The trainer computed the norms with a graph for it, on each D step.
+    assert seen == [True] * t.cfg.optim.d_steps
     assert math.isfinite(m["reg_loss"]) and m["reg_loss"] > 0
 
 
