@@ -1,4 +1,4 @@
-"""Tests for tuneable_gan.augment (DiffAugment, METHODS.md section 2)."""
+"""Tests for tuneable_gan.augment (DiffAugment, docs/methods.md section 2)."""
 
 from __future__ import annotations
 
