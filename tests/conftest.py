@@ -31,6 +31,15 @@ def tiny_config(**dotted: object) -> Config:
     return from_dict(TINY | {k.replace("__", "."): v for k, v in dotted.items()})
 
 
+def remaining_after(n_total: int, rounds: int, per_round: float = 0.2) -> int:
+    """Oracle: live weights after ``rounds`` IMP rounds from ``n_total``, each pruning
+    floor(per_round * n + 0.5) of the n still alive (20% of the remaining, rounded half up)."""
+    n = n_total
+    for _ in range(rounds):
+        n -= int(per_round * n + 0.5)
+    return n
+
+
 def assert_resumed_rows(trial_rows: list[dict], every: int, last: int) -> None:
     """A restored trial's result.json rows: every ``every``-th step up to ``last``, in order,
     none skipped, and at most one interval run twice, reproducing its losses and FID exactly.

@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, tiny_config
+from conftest import TINY, remaining_after, tiny_config
 
 from tuneable_gan.checkpoint import read_checkpoint, write_checkpoint
 from tuneable_gan.cli import main
 from tuneable_gan.config import from_dict
-from tuneable_gan.sparsity import measured_sparsity, prunable, remaining_after, rounds_for
+from tuneable_gan.phases import DensePhase
+from tuneable_gan.sparsity import measured_sparsity, prunable, rounds_for
 from tuneable_gan.tickets import TicketStore, ticket_key
 from tuneable_gan.trainer import GANTrainer
 
@@ -68,8 +69,8 @@ def pruned(G) -> dict[str, torch.Tensor]:
 def test_measured_sparsity_equals_the_target_after_stage_one(tmp_path, level):
     k = rounds_for(level)
     t = GANTrainer(sparse(level, sparsity__round_steps=1), tickets=tmp_path)
-    assert (t.stage, t.round, t.total_steps) == ("ticket", 1, k + 4)
-    while t.stage == "ticket":
+    assert (t.phase.stage, t.phase.round, t.phase.total) == ("ticket", 1, k + 4)
+    while t.phase.stage == "ticket":
         t.train_step()
     t.close()
     N = n_conv(t.G)
@@ -79,12 +80,12 @@ def test_measured_sparsity_equals_the_target_after_stage_one(tmp_path, level):
     target = n_zero / N
     assert t.sparsity() == measured_sparsity(t.G_ema) == pytest.approx(target, abs=1e-15)
     assert abs(target - (1 - 0.8 ** k)) <= k / N and target >= level - 1e-3
-    assert (t.stage, t.round, t.step, t.lottery.computed) == ("train", k, 1, k)
+    assert (t.phase.stage, t.phase.round, t.step, t.phase.computed) == ("train", k, 1, k)
 
 
 def test_level_zero_runs_no_rounds_and_writes_no_tickets(tmp_path):
     t = GANTrainer(sparse(0.0), tickets=tmp_path / "tickets")
-    assert t.lottery is None and t.stage == "train" and t.total_steps == 4
+    assert isinstance(t.phase, DensePhase) and t.phase.stage == "train" and t.phase.total == 4
     rows = run(t)
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and t.sparsity() == 0.0
     assert not (tmp_path / "tickets").exists()
@@ -99,9 +100,9 @@ def test_rewinding_restores_the_init_of_surviving_weights_and_dense_d(tmp_path):
     t.train_step()  # round 1 done: trained, not yet pruned
     first = prunable(t.G)[0][0]
     assert not torch.equal(t.G.state_dict()[first], init_G[first])
-    t.lottery.before_step()  # what the next train_step does first: prune, store, rewind
-    assert (t.stage, t.round, t.step, t.stage_step) == ("train", 1, 0, 0)
-    keep = t.masks.masks
+    t.phase.before_step()  # what the next train_step does first: prune, store, rewind
+    assert (t.phase.stage, t.phase.round, t.step, t.phase.step) == ("train", 1, 0, 0)
+    keep = t.phase.masks.masks
     for k, v in t.G.state_dict().items():
         if k in keep:
             assert torch.equal(v[keep[k]], init_G[k][keep[k]]), k  # survivors: init values
@@ -129,7 +130,7 @@ def test_stage_one_trains_without_advaug_and_stage_two_with_it(tmp_path):
 def test_pruned_weights_stay_exactly_zero_through_steps_ema_and_resume(tmp_path):
     cfg = sparse(0.488, optim__g_ema_start=0, train__steps=6)
     t = GANTrainer(cfg, tickets=tmp_path / "t")
-    while t.stage == "ticket" or t.step < 2:
+    while t.phase.stage == "ticket" or t.step < 2:
         t.train_step()
     zeros = pruned(t.G)
     n_zero = sum(int(z.sum()) for z in zeros.values())
@@ -149,7 +150,7 @@ def test_pruned_weights_stay_exactly_zero_through_steps_ema_and_resume(tmp_path)
     state, cfg2 = read_checkpoint(tmp_path / "ck")
     r = GANTrainer(cfg2, tickets=tmp_path / "t")
     r.load_state_dict(state)
-    assert (r.stage, r.round, r.step) == ("train", 3, 2)
+    assert (r.phase.stage, r.phase.round, r.step) == ("train", 3, 2)
     assert all(torch.equal(pruned(r.G)[k], zeros[k]) for k in zeros)
     run(r)
     check(r)
@@ -177,13 +178,13 @@ def test_resume_is_bitwise_inside_stage_one_and_stage_two(tmp_path, split):
     first.close()
     del first
     state, cfg2 = read_checkpoint(tmp_path / "ck")
-    assert state["lottery"]["stage"] == ("ticket" if split <= 6 else "train")
+    assert state["phase"]["stage"] == ("ticket" if split <= 6 else "train")
     second = GANTrainer(cfg2, tickets=tmp_path / "b")
     second.load_state_dict(state)
     logged += run(second)
     assert logged == logged_straight
     assert_bitwise_equal(second.state_dict(), straight.state_dict())
-    assert second.lottery.computed == 3 and second.lottery.reused == 0
+    assert second.phase.computed == 3 and second.phase.reused == 0
 
 
 # -- tickets shared across trials ---------------------------------------------------------------
@@ -199,8 +200,8 @@ def test_a_sweep_over_levels_computes_each_shared_round_once(tmp_path):
         t = GANTrainer(sparse(x), tickets=store)
         rows = run(t)
         trials[x] = (t, rows)
-    computed = [trials[x][0].lottery.computed for x in levels]
-    reused = [trials[x][0].lottery.reused for x in levels]
+    computed = [trials[x][0].phase.computed for x in levels]
+    reused = [trials[x][0].phase.reused for x in levels]
     assert computed == [1, 1, 1] and sum(computed) == 3  # without reuse: 1 + 2 + 3 = 6
     assert reused == [0, 1, 2]
     assert TicketStore(store).rounds(ticket_key(trials[0.2][0].cfg)) == [0, 1, 2, 3]
@@ -209,7 +210,7 @@ def test_a_sweep_over_levels_computes_each_shared_round_once(tmp_path):
     # Reuse is honest: the same ticket and the same stage II as a trial that found it alone.
     alone = GANTrainer(sparse(0.488), tickets=tmp_path / "alone")
     alone_rows = run(alone)
-    assert alone.lottery.computed == 3
+    assert alone.phase.computed == 3
     assert alone_rows[-4:] == trials[0.488][1][-4:]
     assert_bitwise_equal({"G": alone.G.state_dict(), "D": alone.D.state_dict()},
                          {"G": trials[0.488][0].G.state_dict(),
@@ -220,7 +221,7 @@ def test_a_different_key_does_not_reuse(tmp_path):
     run(GANTrainer(sparse(0.2), tickets=tmp_path))
     t = GANTrainer(sparse(0.2, regularizer__name="none"), tickets=tmp_path)
     run(t)
-    assert (t.lottery.computed, t.lottery.reused) == (1, 0)
+    assert (t.phase.computed, t.phase.reused) == (1, 0)
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
 
 
@@ -229,8 +230,8 @@ def _trial_process(root: str, level: float, out: str) -> None:
     t = GANTrainer(sparse(level, sparsity__round_steps=4),
                    tickets=TicketStore(root, timeout_s=120.0, poll_s=0.02))
     run(t)
-    torch.save({"computed": t.lottery.computed, "reused": t.lottery.reused,
-                "masks": t.masks.state_dict(), "G": t.G.state_dict()}, out)
+    torch.save({"computed": t.phase.computed, "reused": t.phase.reused,
+                "masks": t.phase.masks.state_dict(), "G": t.G.state_dict()}, out)
 
 
 def test_concurrent_trials_on_one_key_compute_each_round_once(tmp_path):
@@ -349,6 +350,7 @@ def test_sparsity_spaces_load_refuse_asha_and_shrink_rounds_under_smoke(monkeypa
 
 
 
+@pytest.mark.slow
 def test_tune_sweep_over_three_levels_shares_the_rounds(ray_2cpu, tmp_path):
     import yaml
 

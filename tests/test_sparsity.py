@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import remaining_after, tiny_config
 from torch import nn
 
 from tuneable_gan.config import ModelConfig
@@ -23,18 +24,16 @@ from tuneable_gan.sparsity import (
     measured_sparsity,
     prunable,
     prune_count,
-    remaining_after,
-    rewind,
     rounds_for,
     snapshot,
 )
 from tuneable_gan.tickets import (
     TicketStore,
-    find_ticket,
     round_length,
     ticket_fields,
     ticket_key,
 )
+from tuneable_gan.trainer import GANTrainer, update_ema
 
 SPEC = DataSpec((1, 16, 16), 10)
 
@@ -160,28 +159,32 @@ def random_grads(G: nn.Module, gen: torch.Generator) -> None:
         p.grad = torch.randn(p.shape, generator=gen)
 
 
-def test_pruned_weights_stay_zero_through_adam_with_dense_state() -> None:
-    G, _ = dcgan()
+def test_pruned_weights_stay_zero_through_adam_with_a_fresh_optimizer(tiny, tmp_path: Path) -> None:
+    t = GANTrainer(tiny(sparsity__level=0.2, sparsity__round_steps=3, train__steps=1,
+                        optim__g_lr=1e-2), tickets=tmp_path)
+    for _ in range(3):  # the dense round: non-zero exp_avg / exp_avg_sq everywhere
+        t.train_step()
+    dense_opt = t.opt_g
+    assert all(dense_opt.state[p]["exp_avg_sq"].ne(0).any() for _, p in prunable(t.G))
+    t.phase.before_step()  # prune and rewind: every phase starts with fresh optimizers
+    G, opt, masks, phase = t.G, t.opt_g, t.phase.masks, t.phase
+    assert opt is not dense_opt and not opt.state and 0 < masks.density() < 1
+    assert (pruned_values(G, masks) == 0).all()
     gen = torch.Generator().manual_seed(1)
-    opt = torch.optim.Adam(G.parameters(), lr=1e-2, betas=(0.0, 0.999))
-    for _ in range(3):  # dense phase: non-zero exp_avg / exp_avg_sq everywhere
-        random_grads(G, gen)
-        opt.step()
-    masks = prune_to(G, 2)
-    masks.mask_optimizer_state_(opt, G)
     for _ in range(5):
         random_grads(G, gen)
-        masks.mask_grads_(G)
+        phase.constrain_grads(G)
         opt.step()
-        # Exact without the post-step re-apply: zero grad and zeroed state move nothing.
+        # Exact without the post-step re-apply: zero grad and fresh state move nothing.
         assert (pruned_values(G, masks) == 0).all()
-        masks.apply_(G)
+        phase.constrain_weights(G)
     # A real forward/backward as well (BN, conv and linear grads).
     G(torch.randn(4, 8)).square().mean().backward()
-    masks.mask_grads_(G)
+    phase.constrain_grads(G)
     opt.step()
-    masks.apply_(G)
+    phase.constrain_weights(G)
     assert (pruned_values(G, masks) == 0).all()
+    t.close()
 
 
 def test_without_state_masking_adam_momentum_regrows_pruned_weights() -> None:
@@ -194,7 +197,7 @@ def test_without_state_masking_adam_momentum_regrows_pruned_weights() -> None:
     random_grads(G, gen)
     masks.mask_grads_(G)
     opt.step()
-    assert (pruned_values(G, masks) != 0).any()  # the pitfall the re-apply/state zeroing fixes
+    assert (pruned_values(G, masks) != 0).any()  # the pitfall re-apply / fresh optimizers fix
     masks.apply_(G)
     assert (pruned_values(G, masks) == 0).all()
 
@@ -215,16 +218,6 @@ def test_spectral_norm_generator_grads_are_masked() -> None:
     assert measured_sparsity(G) == pytest.approx(1 - masks.density(), abs=1e-12)
 
 
-@torch.no_grad()
-def ema_update(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
-    src = G.state_dict()  # the trainer's lerp over the full state
-    for k, t in G_ema.state_dict().items():
-        if t.is_floating_point():
-            t.lerp_(src[k], 1.0 - decay)
-        else:
-            t.copy_(src[k])
-
-
 def test_pruned_weights_stay_zero_through_ema_and_state_dict() -> None:
     G, _ = dcgan()
     masks = prune_to(G, 3)
@@ -237,7 +230,7 @@ def test_pruned_weights_stay_zero_through_ema_and_state_dict() -> None:
         masks.mask_grads_(G)
         opt.step()
         masks.apply_(G)
-        ema_update(G_ema, G, 0.9)
+        update_ema(G_ema, G, 0.9)  # the trainer's lerp over the full state
         assert (pruned_values(G_ema, masks) == 0).all()  # lerp of 0 towards 0
         masks.apply_(G_ema)
     buf = io.BytesIO()
@@ -247,23 +240,30 @@ def test_pruned_weights_stay_zero_through_ema_and_state_dict() -> None:
     state = torch.load(buf, weights_only=True)
     G2, _ = dcgan(seed=5)
     G2.load_state_dict(state["G"])
-    m2 = MaskSet.from_state_dict(state["masks"])
+    m2 = MaskSet(state["masks"])
     assert all(torch.equal(m2.masks[k], masks.masks[k]) for k in masks.masks)
     assert all(v.dtype == torch.bool for v in state["masks"].values())
     assert (pruned_values(G2, m2) == 0).all()
     assert measured_sparsity(G2) == measured_sparsity(G)
 
 
-def test_rewind_restores_init_of_survivors_and_dense_d() -> None:
-    G, D = dcgan(conditional=True)
+def test_rewind_restores_init_of_survivors_and_dense_d(tiny, tmp_path: Path) -> None:
+    """Through the lottery phase: the end of round 1 prunes, and the host's ``restart_phase``
+    rewinds G to init * mask (buffers too) and D to its init, dense."""
+    t = GANTrainer(tiny(model__conditional=True, sparsity__level=0.2, sparsity__round_steps=1,
+                        sparsity__mask_from="g", train__steps=1), tickets=tmp_path)
+    G, D = t.G, t.D
     init_G, init_D = snapshot(G), snapshot(D)
+    t.train_step()  # round 1: one G step
     gen = torch.Generator().manual_seed(4)
-    with torch.no_grad():  # stand-in for a round of training
+    with torch.no_grad():  # stand-in for more of a round's training
         for p in list(G.parameters()) + list(D.parameters()):
             p.add_(torch.randn(p.shape, generator=gen))
-    G(torch.randn(4, 8), torch.arange(4))  # moves BN running stats
+        G(torch.randn(4, 8), torch.arange(4))  # moves BN running stats
     masks = compute_masks(G, None, "g", None, 0.2)
-    rewind(G, D, init_G, init_D, masks)
+    t.phase.before_step()  # what the next train_step does first: prune, store, rewind
+    assert t.phase.stage == "train" and t.phase.masks.masks.keys() == masks.masks.keys()
+    assert all(torch.equal(t.phase.masks.masks[k], masks.masks[k]) for k in masks.masks)
     for k, v in G.state_dict().items():
         if k in masks.masks:
             m = masks.masks[k]
@@ -272,6 +272,7 @@ def test_rewind_restores_init_of_survivors_and_dense_d() -> None:
             assert torch.equal(v, init_G[k]), k
     for k, v in D.state_dict().items():
         assert torch.equal(v, init_D[k]), k
+    t.close()
 
 
 def test_mask_from_g_ema_one_mask_for_both() -> None:
@@ -337,32 +338,48 @@ def test_latest_returns_highest_stored_round(tmp_path: Path) -> None:
         torch.load(p, weights_only=True)
 
 
-def _find_worker(root: str, key: str, rounds: int, log: str, delay: float,
-                 timeout: float | None, out: str) -> None:
-    torch.set_num_threads(1)
-    store = TicketStore(root, timeout_s=timeout, poll_s=0.01)
+class _NotingStore(TicketStore):
+    """A TicketStore that notes every round it is asked to store (round 0 by the trial that
+    found the key empty, then one per computed round; always under the key's lock unless the
+    lock timed out) and then dawdles, so that the trials overlap."""
 
-    def note(r: int) -> None:
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        os.write(fd, f"{r}\n".encode())
+    def __init__(self, root: str, log: str, delay: float, **kw) -> None:
+        super().__init__(root, **kw)
+        self.log, self.delay = log, delay
+
+    def save(self, key, round, payload, fields=None) -> bool:
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{round}\n".encode())
         os.close(fd)
-        time.sleep(delay)
+        time.sleep(self.delay)
+        return super().save(key, round, payload, fields)
 
-    def start() -> dict:
-        note(0)
-        w = torch.randn(50, generator=torch.Generator().manual_seed(os.getpid()))
-        return {"init_G": {"w": w}, "init_D": {"v": torch.zeros(1)},
-                "masks": {"w": torch.ones(50, dtype=torch.bool)}}
 
-    def run_round(prev: dict) -> dict:
-        note(prev["round"] + 1)
-        # Trial-specific "training", so a ticket mixed from two trials would show.
-        w = prev["init_G"]["w"] + 0.1 * torch.randn(50, generator=torch.Generator().manual_seed(
-            os.getpid()))
-        return {"masks": global_magnitude_masks({"w": w}, prev["masks"], 0.2)}
+def _find_worker(root: str, log: str, delay: float, timeout: float | None, out: str) -> None:
+    import tuneable_gan.lottery as lottery
 
-    payload = find_ticket(store, key, rounds, start, run_round)
-    torch.save({"masks": payload["masks"], "init": payload["init_G"]["w"]}, out)
+    torch.set_num_threads(1)
+    real = lottery.compute_masks
+
+    def trial_specific(G, G_ema, mask_from, prev, per_round):
+        # Trials of one key compute identical rounds; trial-specific "training" noise makes a
+        # ticket mixed from two trials show.
+        noisy = copy.deepcopy(G)
+        g = torch.Generator().manual_seed(os.getpid())
+        with torch.no_grad():
+            for _, p in prunable(noisy):
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+        return real(noisy, None, "g", prev, per_round)
+
+    lottery.compute_masks = trial_specific  # this forked process only
+    store = _NotingStore(root, log, delay, timeout_s=timeout, poll_s=0.01)
+    t = GANTrainer(tiny_config(sparsity__level=0.488, sparsity__round_steps=1, train__steps=1),
+                   tickets=store)
+    assert t.phase.rounds == 3
+    while not t.finished:
+        t.train_step()
+    t.close()
+    torch.save({"masks": t.phase.masks.state_dict(), "init": t.phase.init_G}, out)
 
 
 def _run_finders(tmp_path: Path, delay: float, timeout: float | None) -> tuple[dict, list]:
@@ -370,7 +387,7 @@ def _run_finders(tmp_path: Path, delay: float, timeout: float | None) -> tuple[d
     log = str(tmp_path / "computed.log")
     outs = [str(tmp_path / f"out{i}.pt") for i in range(3)]
     procs = [ctx.Process(target=_find_worker,
-                         args=(str(tmp_path / "store"), "key", 3, log, delay, timeout, o))
+                         args=(str(tmp_path / "store"), log, delay, timeout, o))
              for o in outs]
     for p in procs:
         p.start()
@@ -385,16 +402,21 @@ def _run_finders(tmp_path: Path, delay: float, timeout: float | None) -> tuple[d
 
 def _check_one_ticket(tmp_path: Path, results: list) -> None:
     store = TicketStore(tmp_path / "store")
-    r, payload = store.latest("key", 3)
-    assert r == 3 and store.rounds("key") == [0, 1, 2, 3]
-    assert int(payload["masks"]["w"].sum()) == remaining_after(50, 3)
+    (key,) = [d.name for d in store.root.iterdir() if d.is_dir()]
+    r, payload = store.latest(key, 3)
+    assert r == 3 and store.rounds(key) == [0, 1, 2, 3]
+    masks = payload["masks"]
+    N = sum(m.numel() for m in masks.values())
+    assert sum(int(m.sum()) for m in masks.values()) == remaining_after(N, 3)
     for res in results:  # every trial trains the one stored ticket
-        assert torch.equal(res["masks"]["w"], payload["masks"]["w"])
-        assert torch.equal(res["init"], payload["init_G"]["w"])
-    prev = store.load("key", 0)["masks"]["w"]
+        assert res["masks"].keys() == masks.keys()
+        assert all(torch.equal(res["masks"][k], masks[k]) for k in masks)
+        assert res["init"].keys() == payload["init_G"].keys()
+        assert all(torch.equal(res["init"][k], payload["init_G"][k]) for k in res["init"])
+    prev = store.load(key, 0)["masks"]
     for k in (1, 2, 3):  # the stored chain is consistent: each round refines the previous one
-        cur = store.load("key", k)["masks"]["w"]
-        assert (cur <= prev).all()
+        cur = store.load(key, k)["masks"]
+        assert all((cur[n] <= prev[n]).all() for n in cur)
         prev = cur
 
 

@@ -78,16 +78,6 @@ def prune_count(n_remaining: int, per_round: float) -> int:
     return int(math.floor(per_round * n_remaining + 0.5))
 
 
-def remaining_after(n_total: int, rounds: int, per_round: float = 0.2) -> int:
-    """Live weights after ``rounds`` rounds from ``n_total``: n_0 = n_total,
-    n_{r+1} = n_r - prune_count(n_r, per_round). Density = n_k / n_total, within k / n_total of
-    (1 - per_round)^k."""
-    n = n_total
-    for _ in range(rounds):
-        n -= prune_count(n, per_round)
-    return n
-
-
 def global_magnitude_masks(weights: Mapping[str, Tensor],
                            masks: Mapping[str, Tensor] | None = None,
                            per_round: float = 0.2) -> dict[str, Tensor]:
