@@ -99,6 +99,9 @@ def test_cluster_spreads_trials_and_survives_losing_a_node(cache_env, token_auth
     from tuneable_gan.tune.launch import connect
 
     steps = 100  # ~25 reports: a trial is still running well after all have reported twice
+    # Ray writes the current cluster's address under the default temp root (<tmp>/ray) even
+    # when the head gets its own temp_dir; on a fresh machine that directory does not exist.
+    os.makedirs(os.path.join(tempfile.gettempdir(), "ray"), exist_ok=True)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False,
         "temp_dir": tempfile.mkdtemp(prefix="ray", dir="/tmp")})
