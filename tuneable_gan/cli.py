@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneable_gan.config import load_config, read_yaml
+from tuneable_gan.config import expand_preset, flatten, load_config, parse_override, read_yaml
 from tuneable_gan.errors import UserError
 
 EXIT_USER = 2
@@ -71,6 +71,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not _is_space(args.config):
         cfg = load_config(args.config, args.overrides)
         print(cfg.to_yaml(), end="")
+        _, from_preset = expand_preset(flatten(read_yaml(args.config)) | dict(
+            parse_override(o) for o in args.overrides))
+        for key, name in from_preset.items():
+            print(f"# {key}: {cfg.flat()[key]!r} from preset {name}", file=sys.stderr)
         print(f"# {args.config}: valid", file=sys.stderr)
         return 0
     from tuneable_gan.tune.space import load_space

@@ -21,6 +21,7 @@ import yaml
 
 from tuneable_gan.augment import OPS as DIFFAUGMENT_OPS
 from tuneable_gan.errors import ConfigError
+from tuneable_gan.presets import PRESETS
 
 # Arches whose paper setup is class-conditional (BigGAN-CIFAR: conditional BN + projection D);
 # ``model.conditional: null`` means "as the paper", resolved against the data's labels.
@@ -47,6 +48,9 @@ class DataConfig:
     subset_seed: int = _num(0, 0)
     resolution: int = _num(16, 4, 256)
     flip: bool = False
+    # random: the reference's seeded uniform choice; first: the first k images of the train
+    # split (the lottery-ticket SNGAN code's ImageDatasetLess).
+    subset: str = _choice("random", "first", doc="how a fraction subset is drawn")
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,15 @@ class OptimConfig:
     betas: tuple[float, float] = (0.0, 0.999)
     momentum: float = _num(0.9, 0.0, 1.0, hi_open=True)
     batch_size: int = _num(32, 1)
+    g_batch_size: Optional[int] = _num(None, 1, doc="fakes per G update; null: batch_size")
     d_steps: int = _num(1, 1)
     g_ema: float = _num(0.999, 0.0, 1.0, hi_open=True, doc="decay; 0 means G_ema = G")
     g_ema_start: int = _num(0, 0)
+    # true: the EMA covers G's whole state (BigGAN reference); false: parameters only, buffers
+    # copied from G (the SNGAN reference).
+    g_ema_buffers: bool = True
+    lr_schedule: str = _choice("constant", "linear", doc="linear: both lrs decay to 0 over "
+                               "train.steps G steps")
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,11 @@ class AugmentConfig:
     advaug: str = _choice("off", "d", "g", "gd")
     advaug_step: float = _num(0.01, 0.0, lo_open=True)
     advaug_mode: str = _choice("code_increase_logit", "worst_case")
+    # sngan: the SNGAN reference's ascent on the mean logit through T; biggan: the BigGAN
+    # reference's ascent on -mean(relu(1 - out)) and no DiffAugment in G's adversarial branch.
+    # null: the arch's reference (biggan for model.arch=biggan, else sngan).
+    advaug_form: Optional[str] = field(default=None, metadata={
+        "choices": ("sngan", "biggan"), "doc": "which reference's AdvAug"})
 
 
 @dataclass(frozen=True)
@@ -136,14 +151,26 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation protocol. The YAML key ``is`` maps to the field ``is_`` (a Python keyword)."""
 
-    extractor: str = _choice("digits", "inception", "toy")
+    # null: the data's own (digits for digits, toy for toy2pt, inception for images).
+    extractor: Optional[str] = field(default=None, metadata={
+        "choices": ("digits", "inception", "toy"), "doc": "FID/IS feature extractor"})
     extractor_weights: Optional[str] = None
     num_samples: int = _num(2000, 2)
     reference: str = _choice("train", "test")
     kid: bool = False
     is_: bool = True
+    # Improved precision and recall (Kynkaanniemi et al. 2019; torch-fidelity's prc, k = 3) and
+    # density and coverage (Naeem et al. 2020, k = 5), on the extractor's features.
+    prc: bool = False
+    dc: bool = False
     batch_size: int = _num(250, 1)
     seed: int = _num(0, 0, doc="latent seed: same weights, same number")
+    # How G_ema generates for evaluation: eval (BatchNorm running statistics) or train (each
+    # sampling batch's own statistics, g_batch_size samples at a time, as the BigGAN-CIFAR
+    # reference). null: the arch's reference (train for biggan, else eval).
+    g_mode: Optional[str] = field(default=None, metadata={
+        "choices": ("eval", "train"), "doc": "G_ema's BatchNorm mode when sampling"})
+    g_batch_size: Optional[int] = _num(None, 1, doc="sampling batch in g_mode=train")
 
 
 @dataclass(frozen=True)
@@ -302,9 +329,26 @@ def _cross_checks(cfg: Config) -> list[str]:
     return problems
 
 
+PRESET_KEY = "preset"
+
+
+def expand_preset(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(dotted keys with the ``preset`` expanded under the explicit ones, {key: preset} for the
+    values that came from it). ConfigError for an unknown preset."""
+    flat = dict(flat)
+    name = flat.pop(PRESET_KEY, None)
+    if name is None:
+        return flat, {}
+    if name not in PRESETS:
+        raise ConfigError(f"preset must be one of {', '.join(PRESETS)}; got {_fmt(name)}")
+    taken = {k: v for k, v in PRESETS[name].items() if k not in flat}
+    return taken | flat, dict.fromkeys(taken, name)
+
+
 def from_dict(d: dict[str, Any]) -> Config:
-    """Build a validated Config from nested or dotted keys; ConfigError lists every problem."""
-    flat = flatten(d)
+    """Build a validated Config from nested or dotted keys (and an optional ``preset``, whose
+    values explicit keys override); ConfigError lists every problem."""
+    flat, _ = expand_preset(flatten(d))
     problems: list[str] = []
     values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for key, v in flat.items():

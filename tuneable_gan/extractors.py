@@ -369,7 +369,12 @@ class Prepared:
 
 
 class Extractor:
-    """One ``eval.extractor`` value: which data it fits and how to get its weights."""
+    """One ``eval.extractor`` value: which data it fits and how to get its weights.
+
+    ``default_for``: the data names it is the default extractor of (``eval.extractor: null``).
+    """
+
+    default_for: tuple[str, ...] = ()
 
     def accepts(self, data_name: str) -> bool:
         """Whether it can evaluate ``data.name``."""
@@ -384,6 +389,8 @@ EXTRACTORS: Registry[Extractor] = Registry("extractor")
 
 
 class _Digits(Extractor):
+    default_for = ("digits",)
+
     def accepts(self, data_name: str) -> bool:
         return data_name == "digits"
 
@@ -409,6 +416,8 @@ class _Inception(Extractor):
 
 
 class _Toy(Extractor):
+    default_for = ("toy2pt",)
+
     def accepts(self, data_name: str) -> bool:
         return data_name == "toy2pt"
 
@@ -419,6 +428,18 @@ class _Toy(Extractor):
 EXTRACTORS.register("digits")(_Digits())
 EXTRACTORS.register("inception")(_Inception())
 EXTRACTORS.register("toy")(_Toy())
+
+# Every image dataset without an extractor of its own (CIFAR, folders, faces) is judged with
+# Inception, as the papers do.
+FALLBACK_EXTRACTOR = "inception"
+
+
+def default_extractor(data_name: str) -> str:
+    """The extractor ``eval.extractor: null`` means for ``data.name``."""
+    for name in EXTRACTORS:
+        if data_name in EXTRACTORS.get(name).default_for:
+            return name
+    return FALLBACK_EXTRACTOR
 
 
 if __name__ == "__main__":

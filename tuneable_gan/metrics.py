@@ -46,7 +46,13 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from tuneable_gan.config import DataConfig, EvalConfig
 from tuneable_gan.data import RealData, load_data
 from tuneable_gan.errors import ConfigError
-from tuneable_gan.extractors import EXTRACTORS, Prepared, short_hash, to_uint8
+from tuneable_gan.extractors import (
+    EXTRACTORS,
+    Prepared,
+    default_extractor,
+    short_hash,
+    to_uint8,
+)
 
 TOY_TOLERANCE = 0.5  # a sample within this distance of a real point counts towards that mode
 TOY_MIN_SHARE = 0.1  # share of all samples a mode needs to count as covered
@@ -79,6 +85,13 @@ def _protocol(eval_cfg: EvalConfig, data_cfg: DataConfig, prep: Prepared) -> str
     return f"{eval_cfg.extractor}-{prep.tag}-n{n}-{ref}{res}-{data}"
 
 
+def with_extractor(eval_cfg: EvalConfig, data_cfg: DataConfig) -> EvalConfig:
+    """``eval_cfg`` with ``extractor: null`` replaced by the data's own (``default_extractor``)."""
+    if eval_cfg.extractor is not None:
+        return eval_cfg
+    return dataclasses.replace(eval_cfg, extractor=default_extractor(data_cfg.name))
+
+
 def _prepare(eval_cfg: EvalConfig, data_cfg: DataConfig, cache_dir: Path) -> Prepared:
     check_compatible(eval_cfg, data_cfg)
     return EXTRACTORS.get(eval_cfg.extractor).prepare(eval_cfg, cache_dir)
@@ -91,6 +104,7 @@ def eval_protocol(eval_cfg: EvalConfig, data_cfg: DataConfig,
     For ``digits`` this trains the classifier on first use; for ``inception`` it hashes the
     weights file (UserError if there is none).
     """
+    eval_cfg = with_extractor(eval_cfg, data_cfg)
     return _protocol(eval_cfg, data_cfg, _prepare(eval_cfg, data_cfg, cache_root(cache_dir)))
 
 
@@ -210,6 +224,7 @@ class Evaluator:
 
     def __init__(self, eval_cfg: EvalConfig, data_cfg: DataConfig,
                  device: torch.device | str = "cpu", cache_dir: str | Path | None = None) -> None:
+        eval_cfg = with_extractor(eval_cfg, data_cfg)
         self.eval_cfg, self.data_cfg = eval_cfg, data_cfg
         self.device = torch.device(device)
         self.cache_dir = cache_root(cache_dir)

@@ -17,8 +17,22 @@ from tuneable_gan.models import biggan, dcgan, sngan, toy  # noqa: F401  (import
 from tuneable_gan.models.base import MODELS, DataSpec, Discriminator, Generator
 
 __all__ = ["MODELS", "DataSpec", "Discriminator", "Generator", "build_models",
-           "resolve_conditional"]
+           "reference_setting", "resolve_conditional"]
 
+
+
+# Per arch, the reference's settings for what ``null`` means in arch-dependent keys (the
+# BigGAN-CIFAR reference samples G_ema in train mode and uses its own AdvAug form; docs/methods.md
+# 6.1 and 3.3). Arches not listed take the generic defaults (eval mode, the SNGAN AdvAug form).
+REFERENCE_SETTINGS: dict[str, dict[str, str]] = {
+    "biggan": {"eval.g_mode": "train", "augment.advaug_form": "biggan"},
+}
+GENERIC_SETTINGS: dict[str, str] = {"eval.g_mode": "eval", "augment.advaug_form": "sngan"}
+
+
+def reference_setting(arch: str, key: str) -> str:
+    """The value of ``key`` that ``null`` stands for with ``model.arch=arch``."""
+    return REFERENCE_SETTINGS.get(arch, {}).get(key, GENERIC_SETTINGS[key])
 
 
 def resolve_conditional(cfg: ModelConfig, spec: DataSpec) -> ModelConfig:
