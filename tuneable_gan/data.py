@@ -16,15 +16,19 @@ from tuneable_gan.datasets import DATASETS, RealData, resize_images
 
 __all__ = ["DATASETS", "RealData", "Sampler", "fraction_indices", "load_data", "resize_images"]
 
-def fraction_indices(n: int, fraction: float, seed: int) -> np.ndarray:
-    """Indices of a ``fraction`` subset: a seeded uniform choice without replacement.
+def fraction_indices(n: int, fraction: float, seed: int, how: str = "random") -> np.ndarray:
+    """Indices of a ``fraction`` subset of ``n`` items, k = max(1, int(n * fraction)).
 
-    Same recipe as the BigGAN-CIFAR reference (``np.random.seed(s); np.random.choice(N, k,
-    replace=False)``), so at seed 0 the subset of a CIFAR archive matches the paper's.
+    ``random``: a seeded uniform choice without replacement, the BigGAN-CIFAR reference's recipe
+    (``np.random.seed(s); np.random.choice(N, k, replace=False)``), so at seed 0 the subset of a
+    CIFAR archive matches the paper's. ``first``: the first k items, as the lottery-ticket SNGAN
+    code's ``ImageDatasetLess`` (``Subset(dataset, np.arange(int(len * ratio)))``); no seed.
     """
     if fraction >= 1.0:
         return np.arange(n)
     k = max(1, int(n * fraction))
+    if how == "first":
+        return np.arange(k)
     return np.random.RandomState(seed).choice(n, k, replace=False)
 
 
@@ -34,7 +38,7 @@ def load_data(cfg: DataConfig, split: str = "train") -> RealData:
     # All of it needs no gather: indexing with arange(n) would copy every image (600 MB for CIFAR).
     if split != "train" or cfg.fraction >= 1.0:
         return full
-    return full.subset(fraction_indices(len(full), cfg.fraction, cfg.subset_seed))
+    return full.subset(fraction_indices(len(full), cfg.fraction, cfg.subset_seed, cfg.subset))
 
 
 class Sampler:

@@ -70,8 +70,10 @@ class DBatch:
     ``x`` is D's actual (augmented) input, ``logits`` the raw D output of the loss forward pass,
     ``features`` D's pooled features of that pass (when a term asked for them), ``grad_norms``
     the per-sample L2 norms of d(sum logits)/dx (when a term asked; with a graph when a term
-    differentiates through them). ``fake_raw``/``real_raw`` are the un-augmented images;
-    ``augment`` is T; ``generator`` the run's random stream.
+    differentiates through them). ``fake_raw``/``real_raw`` are the un-augmented images; ``raw``
+    is their concatenation as a tensor that requires grad, T applied to it gives ``x`` (only when
+    a term differentiates w.r.t. the un-augmented input: R1/R2 on the loss forward); ``augment``
+    is T; ``generator`` the run's random stream.
     """
 
     x: Tensor
@@ -88,6 +90,7 @@ class DBatch:
     d_step: int
     features: Tensor | None = None
     loss: Loss | None = None
+    raw: Tensor | None = None
 
 
 @dataclass
@@ -116,6 +119,7 @@ class Term:
     schedule: Schedule = Schedule()
     needs_grad_norms: bool = False  # differentiates through DBatch.grad_norms
     reads_grad_norms: bool = False  # reads them without a graph
+    needs_raw_grad: bool = False    # differentiates w.r.t. the un-augmented D input (DBatch.raw)
     needs_features: bool = False    # D's pooled features (D side) / G's stem output (G side)
 
     def fires(self, step: int, d_step: int, stage: str) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +62,27 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def update_ema(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
-    """G_ema <- decay * G_ema + (1 - decay) * G over the whole state (buffers included: BN
-    statistics and spectral-norm vectors); integer buffers are copied."""
+def update_ema(G_ema: nn.Module, G: nn.Module, decay: float, buffers: bool = True) -> None:
+    """G_ema <- decay * G_ema + (1 - decay) * G over the whole state (``buffers``: BN statistics
+    and spectral-norm vectors averaged too, the BigGAN reference) or over the parameters only
+    with the buffers copied from G (the SNGAN reference); integer buffers are copied."""
     src = G.state_dict()
+    # Parameter names equal their state_dict keys (spectral norm's raw weight included).
+    averaged = None if buffers else {k for k, _ in G.named_parameters()}
     for k, t in G_ema.state_dict().items():
-        if t.is_floating_point():
+        if t.is_floating_point() and (averaged is None or k in averaged):
             t.lerp_(src[k], 1.0 - decay)
         else:
             t.copy_(src[k])
+
+
+# Learning-rate factor at phase step ``step`` of ``length``: both optimizers' lrs are set to
+# base * factor at the start of every G iteration (so a resumed run needs no scheduler state).
+# linear: to 0 over the phase, as the SNGAN reference's LinearLrDecay over max_iter G steps.
+LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {
+    "constant": lambda step, length: 1.0,
+    "linear": lambda step, length: max(0.0, 1.0 - step / length),
+}
 
 
 class GANTrainer:
@@ -166,7 +179,8 @@ class GANTrainer:
 
     def d_step(self, d_step: int) -> None:
         """One D update on fakes (first) and reals concatenated, as in the DigGAN reference,
-        running the D terms whose schedules fire; records ``d_loss`` and ``reg_loss``."""
+        running the D terms whose schedules fire; records ``d_loss``, and ``reg_loss`` on the D
+        steps whose penalty fires."""
         B = self.cfg.optim.batch_size
         active = self._active(self.d_terms, d_step)
         x_r, y_r = self._real_batch()
@@ -176,10 +190,17 @@ class GANTrainer:
         z = self.G.sample_z(B, self.gen, self.device)
         with torch.no_grad():
             x_f = self.G(z, y_f)
-        x = self.augment(torch.cat([x_f, x_r]))
         graph = any(t.needs_grad_norms for t in active)
         want_norms = graph or any(t.reads_grad_norms for t in active)
-        if want_norms:
+        raw = None
+        if any(t.needs_raw_grad for t in active):
+            # Differentiate w.r.t. the un-augmented images through this same forward (StudioGAN's
+            # R1): T then runs on a leaf that requires grad, and x stays in its graph.
+            raw = torch.cat([x_f, x_r]).requires_grad_(True)
+            x = self.augment(raw)
+        else:
+            x = self.augment(torch.cat([x_f, x_r]))
+        if want_norms and raw is None:
             x = x.detach().requires_grad_(True)
         y = torch.cat([y_f, y_r]) if self.conditional else None
         # One trunk pass feeds every term that reads D's features (AdvAug's two branches).
@@ -187,7 +208,8 @@ class GANTrainer:
         logits = self.D.head(h, y) if h is not None else self.D(x, y)
         batch = DBatch(x=x, logits=logits, labels=y, n_fake=B, grad_norms=None, fake_raw=x_f,
                        real_raw=x_r, D=self.D, augment=self.augment, generator=self.gen,
-                       step=self.phase.step, d_step=d_step, features=h, loss=self.loss)
+                       step=self.phase.step, d_step=d_step, features=h, loss=self.loss,
+                       raw=raw)
         d_loss = adversarial_sum([t for t in active if t.group == "adversarial"], batch,
                                  self.stats)
         if want_norms:
@@ -198,19 +220,21 @@ class GANTrainer:
             if t.group == "probe":
                 t.loss(batch, self.stats)
         penalties = [t.loss(batch, self.stats) for t in active if t.group == "penalty"]
-        reg_loss = total(penalties) if penalties else torch.zeros((), device=self.device)
-        loss = d_loss + reg_loss
+        reg_loss = total(penalties) if penalties else None
+        loss = d_loss + reg_loss if reg_loss is not None else d_loss
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
         self.images_seen += B
         self.stats.report("d_loss", d_loss)
-        self.stats.report("reg_loss", reg_loss)
+        if reg_loss is not None:  # the penalty of the D steps that carry it, not diluted
+            self.stats.report("reg_loss", reg_loss)
 
     def g_step(self) -> None:
-        """One G update through T and a frozen D, then the G EMA update; the phase's masks
-        constrain G's gradients, weights and the EMA. Records ``g_loss``."""
-        B = self.cfg.optim.batch_size
+        """One G update on ``optim.g_batch_size`` fakes through T and a frozen D, then the G EMA
+        update; the phase's masks constrain G's gradients, weights and the EMA. Records
+        ``g_loss``."""
+        B = self.cfg.optim.g_batch_size
         active = self._active(self.g_terms, 0)
         y_f = self._fake_labels(B)
         z = self.G.sample_z(B, self.gen, self.device)
@@ -232,7 +256,8 @@ class GANTrainer:
         self.opt_g.step()
         self.phase.constrain_weights(self.G)
         o = self.cfg.optim
-        update_ema(self.G_ema, self.G, o.g_ema if self.phase.step >= o.g_ema_start else 0.0)
+        update_ema(self.G_ema, self.G, o.g_ema if self.phase.step >= o.g_ema_start else 0.0,
+                   buffers=o.g_ema_buffers)
         self.phase.constrain_weights(self.G_ema)
         self.stats.report("g_loss", g_loss)
 
@@ -244,6 +269,11 @@ class GANTrainer:
         ticket another trial is computing (``tuneable_gan.lottery``).
         """
         self.phase.before_step()
+        o = self.cfg.optim
+        factor = LR_SCHEDULES[o.lr_schedule](self.phase.step, self.phase.length)
+        for opt, base in ((self.opt_g, o.g_lr), (self.opt_d, o.d_lr)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
         try:
             for k in range(self.cfg.optim.d_steps):
                 self.d_step(k)

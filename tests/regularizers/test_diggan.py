@@ -129,7 +129,8 @@ def test_trainer_applies_it_on_the_first_d_step_to_the_augmented_input():
         t.d_step(k)
         m.append(t.stats.collect())
     assert len(seen) == 1 and seen[0][0].d_step == 0
-    assert m[0]["reg_loss"] > 0 and m[1]["reg_loss"] == 0 and m[2]["reg_loss"] == 0
+    # Only the D step that carries the penalty logs it (not a 0 that dilutes the mean).
+    assert m[0]["reg_loss"] > 0 and "reg_loss" not in m[1] and "reg_loss" not in m[2]
     b, recomputed = seen[0]
     # D's input is the augmented batch (fakes first), not the raw images.
     assert not torch.equal(b.x.detach(), torch.cat([b.fake_raw, b.real_raw]))
@@ -147,5 +148,5 @@ def test_every_all_applies_on_each_d_step():
 def test_dig_is_logged_with_the_regularizer_off():
     t = GANTrainer(tiny_config(regularizer__name="none"))
     m = t.train_step()
-    assert m["reg_loss"] == 0.0
+    assert "reg_loss" not in m  # no D step carries a penalty, so none is logged (not a 0)
     assert {"dig", "grad_norm_real", "grad_norm_fake"} <= m.keys() and m["grad_norm_real"] > 0

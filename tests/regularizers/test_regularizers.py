@@ -17,6 +17,7 @@ from conftest import tiny_config
 from torch import nn
 from torch.testing import assert_close
 
+from tuneable_gan.augment import diff_augment
 from tuneable_gan.checkpoint import read_checkpoint, write_checkpoint
 from tuneable_gan.config import Config
 from tuneable_gan.errors import ConfigError
@@ -97,17 +98,31 @@ def clone(gen: torch.Generator) -> torch.Generator:
 SIDES = [("r1", "real"), ("r2", "fake")]
 
 
+def raw_batch(D: nn.Module, fake: Tensor, real: Tensor, labels: Tensor | None, augment,
+              gen: torch.Generator) -> DBatch:
+    """The D step of the trainer's wrt="raw" path: ``raw = [fakes; reals]`` requires grad,
+    ``x = T(raw)`` (one draw), one D forward."""
+    raw = torch.cat([fake, real]).requires_grad_(True)
+    x = augment(raw)
+    return DBatch(x=x, logits=D(x, labels), labels=labels, n_fake=len(fake), grad_norms=None,
+                  fake_raw=fake, real_raw=real, D=D, augment=augment, generator=gen, step=0,
+                  d_step=0, raw=raw)
+
+
 @pytest.mark.parametrize("name,side", SIDES)
 @pytest.mark.parametrize("conditional", [False, True])
 @pytest.mark.parametrize("scale", [1.0, 2.0])
-def test_r1_r2_value_and_gradient_wrt_raw_image_through_T(name, side, conditional, scale):
-    """gamma/2 * mean ||d D(T(x))/dx||^2 with T(x) = s*x: grad = c (1+y) s^2 x, on one side only.
+def test_r1_r2_value_and_gradient_wrt_raw_image_through_the_loss_forwards_T(
+        name, side, conditional, scale):
+    """gamma/2 * mean ||d D(T(x))/dx||^2 on one side, through the T draw of the loss forward.
 
-    The other side's images are NaN: touching them would poison the result.
+    T(x) = s*x + e with e ~ N(0, 1) drawn from the run generator once, for the loss forward, so
+    grad_x = s * c (1+y) * T(x) for that same e. A penalty that drew T afresh (another e, or an
+    advanced generator) or read the other side's images (10x larger) gives another value.
     """
     n = 5
-    good, nan = images(n, 1), torch.full((n, *SHAPE), float("nan"), dtype=F64)
-    fake, real = (nan, good) if side == "real" else (good, nan)
+    good, other = images(n, 1), 10.0 * images(n, 2)
+    fake, real = (other, good) if side == "real" else (good, other)
     y_side = torch.tensor([0, 1, 2, 0, 3]) if conditional else None
     y_other = torch.full((n,), 7) if conditional else None
     labels = None
@@ -115,13 +130,74 @@ def test_r1_r2_value_and_gradient_wrt_raw_image_through_T(name, side, conditiona
         labels = torch.cat([y_other, y_side]) if side == "real" else torch.cat([y_side, y_other])
     c = 0.7
     D = QuadD(c)
+    gen = torch.Generator().manual_seed(4)
+    ref = clone(gen)
+
+    def T(t: Tensor) -> Tensor:
+        return scale * t + torch.randn(t.shape, generator=gen, dtype=t.dtype)
+
     reg = build(name, regularizer__weight=GAMMA, model__conditional=conditional)
-    pen = reg.penalty(make_batch(D, fake, real, labels, augment=lambda t: scale * t))
+    assert reg.needs_raw_grad and not reg.needs_grad_norms
+    batch = raw_batch(D, fake, real, labels, T, gen)
+    after_forward = gen.get_state()
+    pen = reg.penalty(batch)
+    assert torch.equal(gen.get_state(), after_forward)  # no second draw
     pen.backward()
 
-    k = _factor(y_side, good).pow(2) * scale ** 4 * good.flatten(1).pow(2).sum(1)
+    e = torch.randn((2 * n, *SHAPE), generator=ref, dtype=F64)
+    e = e[n:] if side == "real" else e[:n]
+    x_aug = scale * good + e  # the side's rows of the loss forward's input
+    # ||grad||^2 = s^2 c^2 (1+y)^2 ||T(x)||^2 = c^2 k; d pen / dc = gamma c mean k.
+    k = scale ** 2 * _factor(y_side, good).pow(2) * x_aug.flatten(1).pow(2).sum(1)
     assert_close(pen, GAMMA / 2 * c ** 2 * k.mean())
     assert_close(D.c.grad, GAMMA * c * k.mean())
+
+
+@pytest.mark.parametrize("name,side", SIDES)
+def test_trainer_r1_r2_raw_differentiate_the_loss_forward_wrt_its_un_augmented_input(name, side):
+    """In the trainer: one T call per D step (on ``raw``, a leaf that requires grad, whose rows
+    are [fakes; reals]), and the penalty is gamma/2 mean ||d sum D(T(raw))/d raw||^2 on its
+    side, recomputed here by replaying T from the generator state it started from."""
+    t = GANTrainer(tiny_config(regularizer__name=name, regularizer__weight=GAMMA))
+    calls: list[tuple[Tensor, Tensor, Tensor]] = []
+    augment = t.augment
+
+    def augment_spy(x: Tensor) -> Tensor:
+        before = t.gen.get_state()
+        out = augment(x)
+        calls.append((x, before, out))
+        return out
+
+    seen: list[tuple[DBatch, Tensor, Tensor]] = []
+    penalty = t.reg.penalty
+
+    def penalty_spy(batch: DBatch) -> Tensor:
+        # Before D steps: eval mode reuses spectral norm's current u (no power step).
+        (raw, before, out), = calls
+        assert batch.raw is raw and batch.x is out and raw.is_leaf and raw.requires_grad
+        assert torch.equal(raw.detach(), torch.cat([batch.fake_raw, batch.real_raw]))
+        again = raw.detach().clone().requires_grad_(True)
+        gen = torch.Generator().set_state(before)
+        x = diff_augment(again, t.policy, gen)
+        assert torch.equal(x.detach(), batch.x.detach())  # the same T draw
+        t.D.eval()
+        (g,) = torch.autograd.grad(t.D(x, batch.labels).sum(), again)
+        t.D.train()
+        g = g[batch.n_fake:] if side == "real" else g[:batch.n_fake]
+        sn = [b.clone() for b in t.D.buffers()]
+        value = penalty(batch)
+        # No extra training-mode D forward (it would take a spectral-norm power step).
+        assert all(torch.equal(a, b) for a, b in zip(sn, t.D.buffers()))
+        seen.append((batch, value.detach(), GAMMA / 2 * g.flatten(1).pow(2).sum(1).mean()))
+        return value
+
+    t.augment, t.reg.penalty = augment_spy, penalty_spy
+    t.d_step(0)
+    (batch, value, want), = seen
+    assert len(calls) == 1  # no extra T call for the penalty
+    assert_close(value, want)
+    assert value.item() > 0
+    assert t.stats.collect()["reg_loss"] == value.item()
 
 
 @pytest.mark.parametrize("name,side", SIDES)
@@ -235,8 +311,9 @@ def test_dragan_perturbation_reproduced_from_a_cloned_generator():
 
 class ReferenceAnchors:
     """The reference's EMA wrapper, re-derived from docs/methods.md 4.1: init 1000, decay 0 while
-    itr < start, penalty only when itr > start. This oracle is fed itr = step + 1, the mapping
-    the project uses today (the reference counts itr from 0; see docs/methods.md 4.1)."""
+    itr < start, penalty only when itr > start. The reference's itr starts at 0 and grows after
+    each G iteration (google/lecam-gan third_party/run_train.py), so this oracle is fed
+    itr = the phase step (0-based)."""
 
     def __init__(self, decay: float, start: int) -> None:
         self.real = self.fake = 1000.0
@@ -246,6 +323,9 @@ class ReferenceAnchors:
         d = 0.0 if itr < self.start else self.decay
         self.real = self.real * d + mean_real * (1 - d)
         self.fake = self.fake * d + mean_fake * (1 - d)
+
+    def penalised(self, itr: int) -> bool:
+        return itr > self.start
 
 
 def lecam_hand(logits: Tensor, n_fake: int, a_real: float, a_fake: float, lam: float):
@@ -267,11 +347,12 @@ def test_lecam_defaults_and_penalises_every_d_step_from_start():
     assert reg.state_dict() == {"anchor_real": None, "anchor_fake": None}
     first = build("lecam", regularizer__every="first")
     # The anchors advance in every D step (``observe``; see the trainer test below); the
-    # penalty is carried from phase step ``start`` on, by every D step or only by d_step 0.
-    for s in (0, 999, 1000, 5000):
+    # penalty is carried when itr > start with itr = the phase step (from 0), so from phase step
+    # 1001 (the 1002nd iteration) on, by every D step or only by d_step 0.
+    for s in (0, 999, 1000, 1001, 5000):
         for k in range(4):
-            assert reg.fires(s, k, TRAIN) is (s >= 1000)
-            assert first.fires(s, k, TRAIN) is (s >= 1000 and k == 0)
+            assert reg.fires(s, k, TRAIN) is (s >= 1001)
+            assert first.fires(s, k, TRAIN) is (s >= 1001 and k == 0)
 
 
 def test_lecam_anchors_and_penalty_over_steps_match_the_reference_schedule():
@@ -280,23 +361,24 @@ def test_lecam_anchors_and_penalty_over_steps_match_the_reference_schedule():
     ref = ReferenceAnchors(decay, start)
     gen = torch.Generator().manual_seed(0)
     carried = []
-    for step in range(6):
+    for step in range(7):
         for d_step in range(2):
             logits = torch.randn(2 * n, generator=gen, dtype=F64).requires_grad_(True)
-            ref.update(logits[n:].mean().item(), logits[:n].mean().item(), step + 1)
+            ref.update(logits[n:].mean().item(), logits[:n].mean().item(), step)
             batch = make_batch(QuadD(1.0), images(n, 0), images(n, 1), step=step,
                                d_step=d_step, logits=logits)
             reg.observe(batch, StepStats())
             assert isinstance(reg.anchor_real, float) and isinstance(reg.anchor_fake, float)
             assert reg.anchor_real == pytest.approx(ref.real, rel=1e-12, abs=1e-12)
             assert reg.anchor_fake == pytest.approx(ref.fake, rel=1e-12, abs=1e-12)
-            if step + 1 < start:  # warm-up: the anchors are the last batch means exactly
+            if step < start:  # warm-up: the anchors are the last batch means exactly
                 assert reg.anchor_real == logits[n:].mean().item()
                 assert reg.anchor_fake == logits[:n].mean().item()
-            if step < start:
-                assert not reg.fires(step, d_step, TRAIN)  # no penalty in the warm-up
+            else:  # from step == start the anchors average (checked against ref above)
+                assert reg.anchor_real != logits[n:].mean().item()
+            assert reg.fires(step, d_step, TRAIN) is ref.penalised(step)
+            if not ref.penalised(step):  # no penalty up to and including step == start
                 continue
-            assert reg.fires(step, d_step, TRAIN)
             pen = reg.penalty(batch)
             carried.append(step)
             want, dwant = lecam_hand(logits.detach(), n, ref.real, ref.fake, lam)
@@ -304,19 +386,21 @@ def test_lecam_anchors_and_penalty_over_steps_match_the_reference_schedule():
             assert_close(pen, want)
             # Anchors carry no gradient: d pen / d logits is the constant-anchor formula exactly.
             assert_close(logits.grad, dwant)
-    assert carried == [3, 3, 4, 4, 5, 5] and pen.item() > 0
+    assert carried == [4, 4, 5, 5, 6, 6] and pen.item() > 0
 
 
 def test_lecam_penalty_on_known_logits_and_its_gradient():
-    """start=0: penalised from the first step; the anchors are seeded by the first batch means."""
+    """start=0: penalised from phase step 1 (itr > start, itr = step); the anchors are seeded by
+    the first batch means."""
     lam = 0.3
     reg = build("lecam", regularizer__weight=None, regularizer__start=0)
+    assert not reg.fires(0, 0, TRAIN)
     fake = [-1.0, 0.5, 2.0, -3.0]
     real = [1.0, -2.0, 3.0, 0.2]
     logits = torch.tensor(fake + real, dtype=F64, requires_grad=True)
-    batch = make_batch(QuadD(1.0), images(4, 0), images(4, 1), logits=logits)
+    batch = make_batch(QuadD(1.0), images(4, 0), images(4, 1), step=1, logits=logits)
     reg.observe(batch, StepStats())
-    assert reg.fires(0, 0, TRAIN)
+    assert reg.fires(1, 0, TRAIN)
     pen = reg.penalty(batch)
     a_real, a_fake = sum(real) / 4, sum(fake) / 4
     assert reg.anchor_real == pytest.approx(a_real) and reg.anchor_fake == pytest.approx(a_fake)
@@ -340,13 +424,14 @@ def test_lecam_anchors_are_not_swapped():
 
 
 def test_lecam_every_first_penalises_d_step_0_only_but_tracks_every_d_step():
+    # start 0: phase step 1 is the first penalised one (itr > start).
     reg = build("lecam", regularizer__start=0, regularizer__every="first")
     fired, pens, anchors = [], [], []
     for d_step, logits in enumerate([[-1.0, 1.0], [-4.0, 4.0]]):
-        batch = make_batch(QuadD(1.0), images(1, 0), images(1, 1), d_step=d_step,
+        batch = make_batch(QuadD(1.0), images(1, 0), images(1, 1), step=1, d_step=d_step,
                            logits=torch.tensor(logits, dtype=F64))
         reg.observe(batch, StepStats())
-        fired.append(reg.fires(0, d_step, TRAIN))
+        fired.append(reg.fires(1, d_step, TRAIN))
         if fired[-1]:
             pens.append(reg.penalty(batch).item())
         anchors.append((reg.anchor_real, reg.anchor_fake))
@@ -399,21 +484,26 @@ def test_trainer_step_reports_a_positive_finite_reg_loss(name, conditional):
                       model__conditional=conditional)
     t = GANTrainer(cfg)
     # LeCam is 0 while the untrained D ranks every real below the fake mean (and every fake above
-    # the real mean), as it does at init here; a few D updates fix the ordering.
-    for _ in range(3 if name == "lecam" else 1):
+    # the real mean), as it does at init here; a few D updates fix the ordering. With start 0 it
+    # penalises from phase step 1 (itr > start): step 0 logs no reg_loss at all.
+    for step in range(3 if name == "lecam" else 1):
         m = t.train_step()
+        if name == "lecam" and step == 0:
+            assert "reg_loss" not in m
+            continue
         assert math.isfinite(m["reg_loss"]) and m["reg_loss"] >= 0
     assert m["reg_loss"] > 0
     assert math.isfinite(m["d_loss"]) and math.isfinite(m["g_loss"])
 
 
-def test_trainer_lecam_warm_up_reports_zero_but_moves_the_anchors():
+def test_trainer_lecam_warm_up_reports_no_reg_loss_but_moves_the_anchors():
     t = GANTrainer(tiny_config(regularizer__name="lecam", regularizer__weight=None))
+    assert t.cfg.regularizer.start == 1000
     observed, penalised = [], []
     observe, penalty = t.reg.observe, t.reg.penalty
 
     def observe_spy(batch, stats):
-        observed.append(batch.d_step)
+        observed.append((batch.d_step, batch.logits.detach().clone(), batch.n_fake))
         observe(batch, stats)
 
     def penalty_spy(batch):
@@ -422,10 +512,15 @@ def test_trainer_lecam_warm_up_reports_zero_but_moves_the_anchors():
 
     t.reg.observe, t.reg.penalty = observe_spy, penalty_spy
     m = t.train_step()
-    assert m["reg_loss"] == 0.0 and t.reg.anchor_real is not None
-    assert t.reg.anchor_real != t.reg.anchor_fake
+    # No D step carried a penalty, so nothing is logged for it (not a diluting 0).
+    assert "reg_loss" not in m and {"d_loss", "g_loss"} <= m.keys()
     # The anchors advanced on every D step of the warm-up; no penalty was computed.
-    assert observed == list(range(t.cfg.optim.d_steps)) and penalised == []
+    assert [k for k, _, _ in observed] == list(range(t.cfg.optim.d_steps)) and penalised == []
+    # Warm-up decay 0 (itr < start): the anchors are the last D step's batch means exactly.
+    _, logits, n_fake = observed[-1]
+    assert t.reg.anchor_real == logits[n_fake:].mean().item()
+    assert t.reg.anchor_fake == logits[:n_fake].mean().item()
+    assert t.reg.anchor_real != t.reg.anchor_fake
 
 
 def test_trainer_r1_augmented_convention_runs():

@@ -12,10 +12,11 @@ Reals are pulled down toward the FAKE anchor and fakes up toward the REAL anchor
 Defaults (BigGAN-CIFAR scripts): weight 0.3, decay d = ``regularizer.ema`` = 0.9,
 ``regularizer.start`` = 1000 G iterations; StudioGAN uses decay 0.99.
 
-Warm-up, mapped from the reference's 1-based ``itr`` (= ``step + 1``): the decay is 0 while
-itr < start (the anchors track the last batch means), and the penalty is added when itr > start,
-i.e. from G iteration ``step == start`` on (after ``start`` completed iterations); at
-itr == start the EMA already runs but no penalty is added. As a step term: the anchors advance
+Warm-up, as the reference counts: its ``itr`` starts at 0 and grows after each G iteration
+(google/lecam-gan ``third_party/run_train.py``), so ``itr`` is the phase step. The decay is 0
+while step < start (the anchors track the last batch means) and the penalty is added when
+step > start: with start 1000 the anchors start to average at the 1001st iteration and the
+penalty joins at the 1002nd. As a step term: the anchors advance
 in ``observe``, which runs on every D step whatever ``regularizer.every`` says; the schedule
 (``start``, and ``every`` for which D steps) only decides which D steps carry the penalty.
 """
@@ -42,8 +43,8 @@ class LeCam(Regularizer):
         assert reg.ema is not None and reg.start is not None, "resolve the config first"
         self.decay = reg.ema
         self.start = reg.start
-        # itr > start with itr = step + 1 (module docstring): from phase step ``start`` on.
-        self.schedule = Schedule(d_steps=self.every, start=reg.start)
+        # itr > start with itr = step (module docstring): from phase step start + 1 on.
+        self.schedule = Schedule(d_steps=self.every, start=reg.start + 1)
         # None until the first D step: see ``update_anchors`` for the first observation.
         self.anchor_real: float | None = None
         self.anchor_fake: float | None = None
@@ -65,11 +66,11 @@ class LeCam(Regularizer):
         logits = batch.logits.detach()
         mean_fake = logits[:batch.n_fake].mean().item()
         mean_real = logits[batch.n_fake:].mean().item()
-        decay = self.decay if batch.step + 1 >= self.start else 0.0
+        decay = self.decay if batch.step >= self.start else 0.0
         if self.anchor_real is None or self.anchor_fake is None:
             # The reference starts its EMAs at 1000.0, a value its warm-up (decay 0) overwrites
-            # on the first step; seeding with the first means is identical whenever start >= 2
-            # and, for start 0 or 1, avoids an anchor dragged toward the arbitrary init.
+            # on the first step; seeding with the first means is identical whenever start >= 1
+            # and, for start 0, avoids an anchor dragged toward the arbitrary init.
             decay = 0.0
             self.anchor_real, self.anchor_fake = mean_real, mean_fake
         self.anchor_real = decay * self.anchor_real + (1.0 - decay) * mean_real

@@ -7,7 +7,6 @@ so that the penalty trains D (double backprop). Every random draw comes from the
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -38,18 +37,17 @@ def uniform_per_sample(like: Tensor, generator: torch.Generator) -> Tensor:
     return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
-def input_gradient(D: nn.Module, x: Tensor, y: Tensor | None,
-                   transform: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-    """Per-sample gradient of D's raw logit w.r.t. ``x``, flattened to (n, C*H*W).
+def input_gradient(D: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
+    """Per-sample gradient of D's raw logit w.r.t. ``x``, flattened to (n, C*H*W), from an extra
+    D forward on ``x`` (GP's interpolates, DRAGAN's perturbed reals: inputs the loss forward
+    never saw).
 
     ``x`` becomes a fresh leaf, so nothing flows back into whatever produced it (G for fakes).
-    With ``transform`` (T), the gradient is w.r.t. the input of T, D seeing ``transform(x)``.
     Summing the logits gives per-sample gradients because D mixes no samples. ``create_graph``
     also retains the graph of this extra forward for the D loss's backward.
     """
     x = x.detach().requires_grad_(True)
-    out = D(transform(x) if transform is not None else x, y)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad(D(x, y).sum(), x, create_graph=True)
     return grad.flatten(1)
 
 
@@ -63,11 +61,13 @@ class SquaredGradNormPenalty(Regularizer):
     fakes); gamma = ``regularizer.weight``, paper default 10.
 
     ``wrt`` picks the convention. ``"raw"`` (default, StyleGAN2 + DiffAugment and StudioGAN):
-    the gradient is w.r.t. the un-augmented image with T inside the differentiated call,
-    ``D(T(x), y)``, at the cost of one extra D forward on that half of the batch. ``"augmented"``
-    (DigGAN's BigGAN path): the gradient w.r.t. D's augmented input of the loss forward, read
-    from ``DBatch.grad_norms``: no extra forward, but the trainer then double-backprops through
-    the norms of the whole batch.
+    the gradient is w.r.t. the un-augmented image, with T inside the differentiated call, taken
+    on the loss forward itself (``DBatch.raw``; StudioGAN ``src/worker.py`` sets requires_grad on
+    the reals before augmenting and reuses the loss's D output, ``cal_r1_reg``): no extra D
+    forward and no second augmentation draw. ``"augmented"`` (DigGAN's BigGAN path): the gradient
+    w.r.t. D's augmented input of the loss forward, read from ``DBatch.grad_norms``. Either way
+    the gradient of the batch's summed logits gives each sample's own (D mixes no samples, T is
+    per sample).
     """
 
     side: Side = "real"
@@ -77,8 +77,9 @@ class SquaredGradNormPenalty(Regularizer):
         if wrt not in WRT:
             raise ValueError(f"wrt must be one of {', '.join(WRT)}; got {wrt!r}")
         self.wrt: Wrt = wrt
-        # An instance attribute: only the "augmented" convention consumes the trainer's norms.
+        # Instance attributes: the convention decides what the D step computes for this term.
         self.needs_grad_norms = wrt == "augmented"
+        self.needs_raw_grad = wrt == "raw"
 
     @classmethod
     def default_weight(cls, cfg: Config) -> float:
@@ -93,9 +94,11 @@ class SquaredGradNormPenalty(Regularizer):
                 "wrt='augmented' needs DBatch.grad_norms with a graph (needs_grad_norms)")
             part = g[batch.n_fake:] if self.side == "real" else g[:batch.n_fake]
             return part.pow(2)
-        x, y = split(batch, self.side)
+        assert batch.raw is not None and batch.raw.requires_grad, "wrt='raw' needs DBatch.raw"
+        (grad,) = torch.autograd.grad(batch.logits.sum(), batch.raw, create_graph=True)
+        grad = grad[batch.n_fake:] if self.side == "real" else grad[:batch.n_fake]
         # Sum of squares rather than norm()**2: same value, and no sqrt to differentiate at 0.
-        return input_gradient(batch.D, x, y, batch.augment).pow(2).sum(dim=1)
+        return grad.flatten(1).pow(2).sum(dim=1)
 
     def penalty(self, batch: DBatch) -> Tensor:
         return 0.5 * self.weight * self.squared_norms(batch).mean()

@@ -3,7 +3,7 @@
     R2 = (gamma / 2) * mean_j ||grad_x D(T(x_f,j), y_f,j)||^2      -> added to the D loss only
 
 with x_f = G(z) detached (no gradient reaches G) and un-augmented, T inside the differentiated
-call, the same convention as R1 (one extra D forward on the fakes). gamma =
+call, on the D step's loss forward, the same convention as R1. gamma =
 ``regularizer.weight``, default 10 (the R1 grid). Applied on every D step by default. Stateless.
 ``R2(cfg, wrt="augmented")`` reads the loss forward's norms instead, as for R1.
 """
