@@ -53,7 +53,7 @@ _ROUND_RE = re.compile(r"^round_(\d+)\.pt$")
 # run's own settings minus AdvAug (the reference finds tickets with its own stage-I recipe).
 EXCLUDED_FIELDS = frozenset({
     "sparsity.level",
-    "augment.advaug", "augment.advaug_step", "augment.advaug_mode",
+    "augment.advaug", "augment.advaug_step", "augment.advaug_mode", "augment.advaug_form",
     "train.eval_every", "train.checkpoint_every", "train.log_every", "train.device",
 })
 EXCLUDED_SECTIONS = frozenset({"eval"})

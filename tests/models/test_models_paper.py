@@ -1,10 +1,12 @@
 """Tests for the paper architectures (sngan, biggan): shapes, AdvAug splits, per-sample D
-gradients, spectral norm placement, exact parameter counts, ccBN init, errors, a trainer step."""
+gradients, spectral norm placement, exact parameter counts, the init against the references
+(BigGAN's ccBN embeddings at N(0, 0.02)), errors, a trainer step."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import tiny_config
 from torch import nn
 from torch.nn.utils import parametrize
@@ -104,28 +106,67 @@ def test_biggan_conditional_d_depends_on_y_unconditional_ignores_it() -> None:
         assert_close(du(x, y0), du(x), atol=0, rtol=0)
 
 
-def test_biggan_ccbn_starts_at_identity_and_learns_per_class() -> None:
-    g, _ = _build("biggan", conditional=True)
+def test_biggan_ccbn_embeddings_start_at_n02_like_the_reference() -> None:
+    # BigGAN.py Generator.init_weights with --G_init N02: nn.Embedding weights ~ N(0, 0.02),
+    # and ccbn's gain/bias are nn.Embedding when G_shared is False.
+    g, _ = _build("biggan", conditional=True, z_dim=128, g_ch=64, d_ch=64)
     ccbns = [m for m in g.modules() if isinstance(m, ClassCondBN)]
     assert len(ccbns) == 6  # two per GBlock
     for m in ccbns:
-        assert not m.bn.affine and m.bn.eps == 1e-5
-        assert torch.count_nonzero(m.gain.weight) == 0 and torch.count_nonzero(m.bias.weight) == 0
+        assert not m.bn.affine and m.bn.eps == 1e-5 and m.bn.momentum == 0.1
+        for e in (m.gain.weight, m.bias.weight):
+            assert e.shape == (10, 256)
+            assert abs(e.std().item() - 0.02) < 0.002 and abs(e.mean().item()) < 0.002
+    pooled = torch.cat([e.flatten() for m in ccbns for e in (m.gain.weight, m.bias.weight)])
+    assert abs(pooled.std().item() - 0.02) < 5e-4 and abs(pooled.mean().item()) < 5e-4
+    # Standalone, too (BigGAN's init, not nn.Embedding's N(0, 1)).
+    torch.manual_seed(0)
+    m = ClassCondBN(256, 100)
+    assert abs(m.gain.weight.std().item() - 0.02) < 0.001
+    assert abs(m.bias.weight.std().item() - 0.02) < 0.001
+
+
+def test_biggan_ccbn_output_is_bn_times_one_plus_gain_plus_bias() -> None:
+    torch.manual_seed(0)
+    m = ClassCondBN(5, 3)
+    x = torch.randn(6, 5, 4, 4)
+    y = torch.tensor([0, 1, 2, 2, 1, 0])
+    mean0, var0 = m.bn.running_mean.clone(), m.bn.running_var.clone()
+    out = m(x, y)
+    # layers.ccbn: F.batch_norm(x, stored_mean, stored_var, None, None, training, 0.1, eps),
+    # then * (1 + gain(y)) + bias(y).
+    rm, rv = mean0.clone(), mean0.clone() * 0 + var0
+    bn = F.batch_norm(x, rm, rv, None, None, True, 0.1, 1e-5)
+    e_g, e_b = m.gain.weight.detach(), m.bias.weight.detach()
+    want = bn * (1 + e_g[y])[:, :, None, None] + e_b[y][:, :, None, None]
+    assert_close(out, want, rtol=1e-6, atol=1e-7)
+    assert_close(m.bn.running_mean, rm) and assert_close(m.bn.running_var, rv)
+    m.eval()
+    with torch.no_grad():
+        bn = F.batch_norm(x, rm, rv, None, None, False, 0.1, 1e-5)
+        assert_close(m(x, y), bn * (1 + e_g[y])[:, :, None, None] + e_b[y][:, :, None, None],
+                     rtol=1e-6, atol=1e-7)
+
+
+def test_biggan_ccbn_classes_differ_from_init_and_learn_per_class() -> None:
+    g, _ = _build("biggan", conditional=True)
     z = g.sample_z(N, torch.Generator().manual_seed(5), "cpu")
     y0, y1 = torch.zeros(N, dtype=torch.long), torch.ones(N, dtype=torch.long)
     g.eval()
-    with torch.no_grad():
-        assert_close(g(z, y0), g(z, y1), atol=0, rtol=0)
-    g.train()
-    opt = torch.optim.SGD(g.parameters(), lr=1.0)
-    (g(z, y0) ** 2).mean().backward()
-    opt.step()
-    g.eval()
-    with torch.no_grad():
+    with torch.no_grad():  # N(0, 0.02) embeddings: classes are not the same map at init
         assert not torch.allclose(g(z, y0), g(z, y1))
-    # Unconditional: plain affine BN, no embeddings.
+    g.train()
+    (g(z, y0) ** 2).mean().backward()
+    for m in (m for m in g.modules() if isinstance(m, ClassCondBN)):
+        for e in (m.gain.weight, m.bias.weight):
+            assert e.grad[0].abs().sum() > 0 and torch.count_nonzero(e.grad[1:]) == 0
+    # Unconditional: plain affine BN (gain 1, bias 0, as layers.bn), no embeddings.
     gu, _ = _build("biggan", conditional=False)
     assert not any(isinstance(m, nn.Embedding) for m in gu.modules())
+    bns = [m for m in gu.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 7 and all(b.affine for b in bns)
+    assert all(torch.equal(b.weight, torch.ones_like(b.weight)) for b in bns)
+    assert all(torch.count_nonzero(b.bias) == 0 for b in bns)
 
 
 @pytest.mark.parametrize("arch", ["sngan", "biggan"])
@@ -184,12 +225,31 @@ def test_paper_parameter_counts(arch: str, conditional: bool, classes: int, g_co
     assert (_count(g), _count(d)) == (g_count, d_count)
 
 
+def _raw_weight(m: nn.Module) -> torch.Tensor:
+    return m.parametrizations.weight.original if parametrize.is_parametrized(m) else m.weight
+
+
 def test_init_follows_the_references() -> None:
     g, d = _build("biggan", conditional=True, z_dim=128, g_ch=64, d_ch=64)
     w = g.blocks[0].conv1.parametrizations.weight.original
     assert abs(w.std().item() - 0.02) < 0.001
     w = d.embed.parametrizations.weight.original
     assert abs(w.std().item() - 0.02) < 0.002
+    # BigGAN.py init_weights (G and D, N02): every Conv2d / Linear / Embedding weight, the ccBN
+    # embeddings included, N(0, 0.02); biases keep torch's default U(-1/sqrt(fan_in), ...);
+    # G's output BN (layers.bn) starts at gain 1, bias 0.
+    for net, count in ((g, 1 + 3 * 3 + 1 + 3 * 4), (d, 4 * 2 + 2 + 1 + 1)):
+        layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
+        assert len(layers) == count
+        for m in layers:
+            w = _raw_weight(m)
+            if w.numel() >= 2000:  # the std is only meaningful on enough entries
+                assert abs(w.std().item() - 0.02) < 0.002, m
+            assert w.abs().max() < 0.02 * 7, m
+            if getattr(m, "bias", None) is not None:
+                fan_in = w[0].numel()
+                assert m.bias.abs().max() <= fan_in ** -0.5 and m.bias.abs().max() > 0, m
+    assert torch.equal(g.out_bn.weight, torch.ones(256)) and torch.count_nonzero(g.out_bn.bias) == 0
     g, d = _build("sngan", z_dim=128, g_ch=64, d_ch=64)
     w = g.blocks[0].c1.weight  # xavier_uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out))
     bound = (6 / (2 * 256 * 9)) ** 0.5

@@ -7,7 +7,8 @@ G_shared=False, SN in G and D with one power iteration and eps 1e-8, BN eps 1e-5
 - G: SNLinear(z, 4*4*W) -> 3 GBlocks (ccBN-ReLU-up2-SNconv3x3-ccBN-ReLU-SNconv3x3, shortcut
   up2-SNconv1x1) -> BN-ReLU-SNconv3x3-tanh. ccBN: BatchNorm2d(affine=False) scaled by
   ``1 + gain_embedding[y]`` and shifted by ``bias_embedding[y]`` (plain affine BN when
-  unconditional). The ccBN embeddings are not spectrally normalised (as in the reference).
+  unconditional). The ccBN embeddings are not spectrally normalised and, like every Conv2d,
+  Linear and Embedding weight, start at N(0, 0.02) (as in the reference: ``init_weights``).
 - D: 4 wide DBlocks (down, down, none, none; the first without pre-activation) -> ReLU -> global
   sum pool -> SNLinear(W, 1) + projection ``<SNEmbedding[y], h>`` when conditional.
 
@@ -37,6 +38,7 @@ BOTTOM = 4  # spatial size of G's first map
 WIDTH_MULT = 4  # arch[32]: every block is ch * 4 wide
 SN_EPS = 1e-8  # BigGAN-CIFAR's --SN_eps default (torch's own default is 1e-12)
 BN_EPS = 1e-5
+INIT_STD = 0.02  # --G_init N02 --D_init N02
 
 
 def _up(x: Tensor) -> Tensor:
@@ -50,9 +52,11 @@ def _down(x: Tensor) -> Tensor:
 class ClassCondBN(nn.Module):
     """BigGAN's ccbn with G_shared=False: per-class embeddings for the BN gain and bias.
 
-    ``out = BN(x) * (1 + gain[y]) + bias[y]`` with BN(affine=False). Both embeddings start at 0,
-    so every class starts as the identity affine map (plain BN). Unconditional
-    (``num_classes == 0``): an ordinary affine BatchNorm2d, BigGAN's ``layers.bn``.
+    ``out = BN(x) * (1 + gain[y]) + bias[y]`` with BN(affine=False), ``layers.ccbn`` with
+    ``which_linear=nn.Embedding``. Both embeddings start at N(0, 0.02), what the reference's
+    ``G.init_weights`` gives every nn.Embedding under ``--G_init N02`` (the BigGAN-CIFAR
+    scripts' setting), so each class starts near, not at, the identity affine map.
+    Unconditional (``num_classes == 0``): an ordinary affine BatchNorm2d, BigGAN's ``layers.bn``.
     """
 
     def __init__(self, num_features: int, num_classes: int) -> None:
@@ -65,10 +69,10 @@ class ClassCondBN(nn.Module):
             self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Class gains 1 (embedding 0) and biases 0."""
+        """Gain and bias embeddings ~ N(0, 0.02): class gains 1 + N(0, 0.02), biases N(0, 0.02)."""
         if self.num_classes > 0:
-            nn.init.zeros_(self.gain.weight)
-            nn.init.zeros_(self.bias.weight)
+            nn.init.normal_(self.gain.weight, 0.0, INIT_STD)
+            nn.init.normal_(self.bias.weight, 0.0, INIT_STD)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Normalise ``x`` (n, C, H, W); class-wise scale and shift when conditional."""
@@ -76,7 +80,7 @@ class ClassCondBN(nn.Module):
         if self.num_classes == 0:
             return out
         assert y is not None, "conditional BN needs class labels y"
-        # Stored as an offset from 1, as in BigGAN, so a zero embedding is the identity.
+        # Stored as an offset from 1, as in BigGAN (a zero embedding would be the identity).
         gain = 1.0 + self.gain(y)[:, :, None, None]
         return out * gain + self.bias(y)[:, :, None, None]
 
@@ -207,16 +211,14 @@ class BigGANDiscriminator(Discriminator):
 def biggan_init_(module: nn.Module) -> None:
     """BigGAN's ``init_weights`` with ``--G_init N02 --D_init N02`` (call before SN wraps).
 
-    Weights of Conv2d/Linear/Embedding ~ N(0, 0.02); biases keep PyTorch's default init, which
-    the reference never overrides. The ccBN embeddings are then reset to the identity
-    (the brief's choice; the reference leaves them at N(0, 0.02)).
+    Weights of every Conv2d/Linear/Embedding ~ N(0, 0.02), the ccBN gain and bias embeddings
+    and D's projection embedding included; biases keep PyTorch's default init and BN's affine
+    parameters 1 and 0, which the reference never overrides. (The reference's own default,
+    ``--G_init/--D_init ortho`` in utils.py, is not what its BigGAN-CIFAR scripts run.)
     """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-    for m in module.modules():
-        if isinstance(m, ClassCondBN):
-            m.reset_parameters()
+            nn.init.normal_(m.weight, 0.0, INIT_STD)
 
 
 @MODELS.register("biggan")
