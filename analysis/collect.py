@@ -244,15 +244,24 @@ def collect(experiment: str | os.PathLike[str], out: str | os.PathLike[str] | No
 
 def _config(doc: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """The run config of a trial that never reported, from its params as the trainable builds
-    it (optuna's trial index -> seed included); a plain merge if the stored spec no longer
-    validates."""
+    it (base document, cell rules, presets; optuna's trial index -> seed included); if the
+    stored spec no longer validates, the base document, the matching rules and the params
+    merged, the preset expanded when it still exists."""
     try:
         from tuneable_gan.tune.space import spec_from_dict
 
         return spec_from_dict(doc, source=SPEC_FILE).trial_config(params).flat()
     except Exception:  # noqa: BLE001 - any failure here only costs precision, never the report
+        from tuneable_gan.config import expand_preset
+        from tuneable_gan.tune.space_parse import CellRule, compose
+
         plain = {k: v for k, v in params.items() if not k.startswith("__")}
-        return dict(doc.get("base") or {}) | plain
+        try:
+            rules = tuple(CellRule(dict(r.get("when") or {}), dict(r.get("set") or {}))
+                          for r in doc.get("cells") or [])
+            return expand_preset(compose(dict(doc.get("base") or {}), rules, plain))[0]
+        except Exception:  # noqa: BLE001
+            return dict(doc.get("base") or {}) | plain
 
 
 def _dedup(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

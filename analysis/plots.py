@@ -7,7 +7,7 @@ supports it; otherwise the result says why not.
 * ``dig_curves``: the discriminator gradient gap over training per data fraction or cell (log y;
   the paper's Fig. 1 and 6);
 * ``sample_grids``: 64 EMA-generator samples of the best trial of each cell, from its last
-  checkpoint;
+  checkpoint, generated as the run's evaluation does (exact spectral norm, ``eval.g_mode``);
 * ``importance_bars``: fANOVA importance of the swept factors.
 """
 
@@ -249,6 +249,19 @@ def _samples(fs: pafs.FileSystem, ckpt: str, n: int = 64) -> tuple[Any, int]:
         torch.set_rng_state(rng)
 
 
+def _g_mode(cfg: Any) -> tuple[str, int | None]:
+    """(eval.g_mode, sampling batch) the run evaluated with. Runs store their resolved config;
+    one saved before these keys existed gets what resolution gives it now (the arch's
+    reference mode; in train mode the G batch)."""
+    from tuneable_gan.models import reference_setting
+
+    mode = cfg.eval.g_mode or reference_setting(cfg.model.arch, "eval.g_mode")
+    if mode != "train":
+        return mode, None
+    o = cfg.optim
+    return mode, cfg.eval.g_batch_size or getattr(o, "g_batch_size", None) or o.batch_size
+
+
 def _from_ema(state: dict[str, Any], cfg: Any, n: int) -> Any:
     # G_ema alone, not a GANTrainer: the trainer pulls in torch-fidelity and torchvision
     # (~4 s of imports) and builds D and optimizers a picture does not need.
@@ -256,16 +269,18 @@ def _from_ema(state: dict[str, Any], cfg: Any, n: int) -> Any:
 
     from tuneable_gan.data import load_data
     from tuneable_gan.models import DataSpec, build_models
+    from tuneable_gan.models.spectral import generate
 
     data = load_data(cfg.data, "train")
     G, _ = build_models(cfg.model, DataSpec(data.shape, data.num_classes))
     G.load_state_dict(state["G_ema"])
-    G.eval()
     gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        z = G.sample_z(n, gen, torch.device("cpu"))
-        y = torch.arange(n) % data.num_classes if cfg.model.conditional else None
-        return G(z, y).cpu()
+    z = G.sample_z(n, gen, torch.device("cpu"))
+    # G's own flag: an unresolved config's model.conditional is null even for a conditional G.
+    y = torch.arange(n) % data.num_classes if G.conditional else None
+    # As the run's evaluation generates: exact spectral norm, the run's BatchNorm mode.
+    mode, batch = _g_mode(cfg)
+    return generate(G, z, y, mode=mode, batch_size=batch)
 
 
 def _grid(x: Any) -> np.ndarray:

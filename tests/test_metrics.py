@@ -216,12 +216,27 @@ def test_reference_cache_hit(tmp_path: Path, cache_dir: Path) -> None:
     first = e(ConvG())
     assert DigitsFeatureExtractor.images_seen - seen == 200 + e.num_real
     assert e.reference_cached() and e._real is None  # images released once cached
-    assert any(p.name.startswith(f"tgan-{e.protocol}-") for p in (fresh / "fidelity").iterdir())
+    # Named after the protocol less how G samples: the real statistics do not depend on it.
+    reference = e.protocol.removesuffix("-geval")
+    assert any(p.name.startswith(f"tgan-{reference}-") for p in (fresh / "fidelity").iterdir())
     assert not (tmp_path / "torch-home").exists()  # never torch-fidelity's default cache
     seen = DigitsFeatureExtractor.images_seen
     again = Evaluator(cfg, DIGITS, cache_dir=fresh)(ConvG())
     assert DigitsFeatureExtractor.images_seen - seen == 200  # only the fakes
     assert again == first
+
+
+def test_building_an_evaluator_leaves_the_global_rng_alone(tmp_path: Path,
+                                                           cache_dir: Path) -> None:
+    # A fresh cache path: the digits classifier is loaded (and hashed) anew, not memoised. A
+    # trainer builds its Evaluator at its first evaluation, so this must not shift its RNG.
+    eval_protocol(ev(), DIGITS)  # the classifier exists in the session cache
+    fresh = tmp_path / "cache"
+    shutil.copytree(cache_dir / "extractors", fresh / "extractors")
+    torch.manual_seed(7)
+    rng = torch.get_rng_state()
+    Evaluator(ev(num_samples=10), DIGITS, cache_dir=fresh)
+    assert torch.equal(torch.get_rng_state(), rng)
 
 
 def test_reference_train_is_full_split() -> None:
@@ -262,7 +277,7 @@ def test_inception_without_weights_is_one_clear_line(tmp_path: Path) -> None:
 def test_protocol_changes_only_with_what_it_fingerprints(tmp_path: Path) -> None:
     base = ev(num_samples=2000)
     p = eval_protocol(base, DIGITS)
-    assert re.fullmatch(r"digits-[0-9a-f]{8}-n2000-train-r16-digits", p), p
+    assert re.fullmatch(r"digits-[0-9a-f]{8}-n2000-train-r16-digits-geval", p), p
     assert Evaluator(base, DIGITS).protocol == p
     for same in (ev(num_samples=2000, seed=5), ev(num_samples=2000, kid=True, is_=False),
                  ev(num_samples=2000, batch_size=17)):
@@ -277,9 +292,9 @@ def test_protocol_changes_only_with_what_it_fingerprints(tmp_path: Path) -> None
     wb.write_bytes(b"weights B")
     pa = eval_protocol(ev(extractor="inception", extractor_weights=str(wa)), DIGITS)
     pb = eval_protocol(ev(extractor="inception", extractor_weights=str(wb)), DIGITS)
-    assert pa != pb and pa.startswith("inception-") and pa.endswith("-n2000-train-r16-digits")
+    assert pa != pb and pa.startswith("inception-") and pa.endswith("-n2000-train-r16-digits-geval")
     assert pa == eval_protocol(ev(extractor="inception", extractor_weights=str(wa)), DIGITS)
-    assert eval_protocol(ev(extractor="toy"), TOY) == "toy-v1-n2000-train-toy2pt"
+    assert eval_protocol(ev(extractor="toy"), TOY) == "toy-v1-n2000-train-toy2pt-geval"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +323,7 @@ def test_toy_evaluator() -> None:
     e = Evaluator(ev(extractor="toy", num_samples=1000), TOY)
     collapsed = e(PointG([0.0]))
     assert collapsed == {"modes_covered": 1, "w1": pytest.approx(2.0),
-                         "eval_protocol": "toy-v1-n1000-train-toy2pt"}
+                         "eval_protocol": "toy-v1-n1000-train-toy2pt-geval"}
     both = e(PointG([0.0, 4.0]))
     assert both["modes_covered"] == 2 and both["w1"] == pytest.approx(0.0, abs=1e-12)
     assert e(PointG([math.nan]))["w1"] == math.inf

@@ -84,6 +84,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
           f"(search {spec.tune.search}, seeds {spec.seeds}, scheduler {spec.tune.scheduler.name})")
     for k, v in spec.axes.items():
         print(f"  {k}: {v}")
+    preset = spec.base_doc.get("preset")
+    print(f"base: preset {preset}" if preset else "base: no preset")
+    if spec.cells:
+        print("cells (applied in order, a later rule wins):")
+    for i, rule in enumerate(spec.cells):
+        print(f"  [{i}] {rule.describe()}")
+    limit = 200
+    cells = spec.grid_cells(limit + 1)
+    if "train.steps" in spec.axes:
+        print("train.steps per cell: swept (see its axis)")
+    elif cells:
+        print("train.steps per cell:")
+    for params in cells[:limit] if "train.steps" not in spec.axes else []:
+        doc = spec.trial_base().document(params)
+        rules = [f"cells[{i}]" for i, r in enumerate(spec.cells) if r.matches(params)]
+        what = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "every trial"
+        tail = f", preset {doc['preset']}" if doc.get("preset") else ""
+        tail += f" ({', '.join(rules)})" if rules else ""
+        print(f"  {what}: {spec.trial_config(params).train.steps}{tail}")
+    if len(cells) > limit:
+        print(f"  ... (first {limit} cells shown)")
     return 0
 
 

@@ -24,6 +24,7 @@ RESOLVED_KEYS: tuple[str, ...] = (
 METRICS: dict[str, str | None] = {
     "fid": "min", "fid_best": "min", "kid": "min", "is_mean": "max", "modes_covered": "max",
     "w1": "min", "w1_best": "min",
+    "precision": "max", "recall": "max", "density": "max", "coverage": "max",
     "dig": None, "grad_norm_real": None, "grad_norm_fake": None, "d_loss": None,
     "g_loss": None, "reg_loss": None, "sparsity": None, "steps_per_s": "max", "step": None,
     "images_seen": None}

@@ -239,7 +239,10 @@ def ensure_digits_classifier(cache_dir: Path) -> Path:
 def load_digits_classifier(path: str | Path) -> tuple[DigitsCNN, dict]:
     """(classifier in eval mode, the saved record: recipe and test_accuracy)."""
     record = torch.load(path, map_location="cpu", weights_only=True)
-    net = DigitsCNN()
+    # Its default init draws from the global RNG, and the weights are overwritten anyway: a
+    # run's RNG stream must not depend on when (or whether) the extractor is first loaded.
+    with torch.random.fork_rng(devices=[]):
+        net = DigitsCNN()
     net.load_state_dict(record["state_dict"])
     return net.eval().requires_grad_(False), record
 

@@ -32,6 +32,7 @@ from tuneable_gan.losses import LOSSES
 from tuneable_gan.lottery import LotteryPhase
 from tuneable_gan.metrics import Evaluator
 from tuneable_gan.models import DataSpec, build_models
+from tuneable_gan.models.spectral import generate
 from tuneable_gan.phases import DensePhase
 from tuneable_gan.regularizers import REGULARIZERS, Regularizer, input_grad_norms
 from tuneable_gan.resolve import resolve
@@ -346,19 +347,15 @@ class GANTrainer:
 
     # -- samples and state ----------------------------------------------------------------------
 
-    @torch.no_grad()
     def samples(self, n: int, seed: int = 0, ema: bool = True) -> Tensor:
-        """``n`` samples from G_ema (or G) with a fixed latent seed, on the CPU."""
+        """``n`` samples from G_ema (or G) with a fixed latent seed, on the CPU, generated as the
+        evaluation generates (``eval.g_mode``, exact spectral norm; the nets' state untouched)."""
         G = self.G_ema if ema else self.G
-        was_training = G.training
-        G.eval()
         gen = torch.Generator(self.device).manual_seed(seed)
         z = G.sample_z(n, gen, self.device)
         y = (torch.arange(n, device=self.device) % self.spec.num_classes
              if self.conditional else None)
-        x = G(z, y).cpu()
-        G.train(was_training)
-        return x
+        return generate(G, z, y, mode=self.cfg.eval.g_mode, batch_size=self.cfg.eval.g_batch_size)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything an identical continuation needs (tensors and plain containers only)."""

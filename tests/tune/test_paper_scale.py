@@ -21,8 +21,9 @@ SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 PAPER = ["cifar10_table1", "cifar100_table2", "regularizers_table10", "pairing_table5"]
 # CPU-sized stand-ins for the paper's widths, steps and sample counts.
 SHRINK = ["model.g_ch=4", "model.d_ch=4", "model.z_dim=8", "optim.batch_size=4",
-          "optim.d_steps=1", "train.steps=4", "eval.num_samples=8", "eval.batch_size=8",
-          "tune.resources.cpu=1", "tune.resources.gpu=0", "data.flip=false"]
+          "optim.g_batch_size=4", "optim.d_steps=1", "train.steps=4", "eval.num_samples=8",
+          "eval.batch_size=8", "eval.g_batch_size=8", "tune.resources.cpu=1",
+          "tune.resources.gpu=0", "data.flip=false"]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,12 @@ def test_paper_space_runs_under_smoke(stem, archives, random_inception, ray_2cpu
     for r in results:
         assert r.metrics["step"] == 4 and torch.isfinite(torch.tensor(r.metrics["fid_best"]))
         assert r.metrics["eval_protocol"].startswith("inception-")
+        # each cell ran its own recipe: the SNGAN cells of Table 1 the sngan_cifar preset's
+        sngan = r.metrics["model.arch"] == "sngan"
+        assert r.metrics["optim.lr_schedule"] == ("linear" if sngan else "constant")
+        assert r.metrics["optim.g_ema_buffers"] is (not sngan)
+    if stem == "cifar10_table1":
+        assert {r.metrics["model.arch"] for r in results} == {"biggan", "sngan"}
 
 
 def _train(capsys, cfg: dict, out: Path, weights: Path) -> list[dict]:

@@ -44,6 +44,9 @@ def test_shipped_space_loads_with_hand_counted_trials(stem, trials):
     small = spec.smoke()
     assert small.base.train.steps <= 40 and small.seeds == 1
     assert small.expected_trials() <= 4
+    for params in expand_grid(small):  # every cell shrinks, whatever its rules set
+        train = small.trial_config(params).train
+        assert train.steps <= 40 and train.eval_every <= 10
 
 
 def test_quickstart_shape():

@@ -151,7 +151,7 @@ def run_sweep(spec: SweepSpec, address: str | None = None,
 def _warn_tickets(spec: SweepSpec) -> None:
     """Say where lottery tickets go when the experiment's storage cannot hold them (the
     trials' own warnings never reach the driver)."""
-    lottery = spec.base.sparsity.level > 0 or "sparsity.level" in spec.axes
+    lottery = any(v > 0 for v in spec.values("sparsity.level"))
     _, warning = ticket_root(spec)
     if lottery and warning:
         warnings.warn(warning, stacklevel=3)

@@ -1,13 +1,24 @@
 """Search-space YAML -> a validated ``SweepSpec`` -> Tune ``param_space``.
 
 A space file has ``name``, ``description``, ``base`` (a run config, inline or a path relative to
-the file), ``space`` (dotted run-config key -> one domain) and ``tune`` (metric, search,
-scheduler, resources, storage ...). Domains: ``grid: [..]``, ``choice: [..]``,
-``uniform: [lo, hi]``, ``loguniform: [lo, hi]``, ``randint: [lo, hi)`` and, on ``train.seed``
-only, ``seeds: N``. Every value and bound is checked by building a run config from the base, so
+the file; it may name a ``preset``), ``space`` (dotted run-config key -> one domain), ``cells``
+(per-cell rules, below) and ``tune`` (metric, search, scheduler, resources, storage ...).
+Domains: ``grid: [..]``, ``choice: [..]``, ``uniform: [lo, hi]``, ``loguniform: [lo, hi]``,
+``randint: [lo, hi)`` and, on ``train.seed`` only, ``seeds: N``. Every value and bound is checked
+by building a run config from the base, and every grid cell's config with its rules applied, so
 a sweep that loads cannot fail on its config in the middle of the night.
 
 Semantics worth knowing:
+
+* Cell rules: ``cells: [{when: {data.fraction: 0.2, regularizer.name: diggan}, set:
+  {train.steps: 500000}, source: "..."}, ...]``. A trial's config is built from the base
+  DOCUMENT (its explicit keys and its ``preset`` unexpanded), then each rule whose ``when``
+  values (grid axes only; ``{}``: every trial) the trial's params hold, in order (a later rule
+  wins), then the params; a ``preset`` in a rule's ``set`` replaces the base's and is expanded
+  under all of those explicit keys (``compose``). A rule may not set a swept key or the seed.
+  Rules change configs, never the trial count: ``expand_grid`` and ``expected_trials`` are as
+  without them. ``--set KEY=V`` pins KEY in every cell (it leaves the rules' ``set``), and a
+  rule whose ``when`` a pinned or shortened axis can no longer meet is dropped.
 
 * Seeds are ``base.train.seed + 0 .. N-1`` (0..N-1 with the default base) and are replicates:
   the seeds of one configuration share its sampled values. Tune's random search would draw
@@ -35,10 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from tuneable_gan.config import Config, from_dict, parse_override, read_yaml
+from tuneable_gan.config import PRESET_KEY, Config, from_dict, parse_override, read_yaml
 from tuneable_gan.config import valid_keys as run_keys
 from tuneable_gan.errors import ConfigError
 from tuneable_gan.tune.space_parse import (
+    MAX_COMBOS,
     SAMPLE_KEY,
     SAMPLED,
     SEED_KEY,
@@ -49,22 +61,42 @@ from tuneable_gan.tune.space_parse import (
     TOP_KEYS,
     TRIAL_INDEX,
     TUNE_KEYS,
+    CellRule,
     SchedulerSpec,
     TuneSpec,
+    check_cells,
     check_combinations,
+    compose,
     did_you_mean,
     domain_of,
     fmt,
     kind_of,
     parse_base,
+    parse_cells,
     parse_space,
     parse_tune,
+    possible_values,
     probe_values,
     set_nested,
 )
 
-__all__ = ["SchedulerSpec", "SweepSpec", "TiedSample", "TuneSpec", "expand_grid", "load_space",
-           "spec_from_dict", "trial_config"]
+__all__ = ["CellRule", "SchedulerSpec", "SweepSpec", "TiedSample", "TrialBase", "TuneSpec",
+           "expand_grid", "load_space", "spec_from_dict", "trial_config"]
+
+
+@dataclass(frozen=True)
+class TrialBase:
+    """What a trial's config is built from besides its params: the base document (dotted
+    explicit keys, ``preset`` unexpanded), the cell rules, and the base's seed (optuna's
+    ``__trial_index__`` counts from it). Small and picklable: Tune ships it to every trial."""
+
+    doc: dict[str, Any]
+    cells: tuple[CellRule, ...] = ()
+    seed: int = 0
+
+    def document(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The trial's run-config document before validation (``space_parse.compose``)."""
+        return compose(self.doc, self.cells, params)
 
 @dataclass(frozen=True)
 class TiedSample:
@@ -103,7 +135,8 @@ class TiedSample:
 @dataclass(frozen=True)
 class SweepSpec:
     """A validated sweep. ``axes`` holds every axis but the seeds (which live in ``seeds``), as
-    written, with values normalised by the schema (``1e5`` -> 100000.0)."""
+    written, with values normalised by the schema (``1e5`` -> 100000.0); ``cells`` the cell
+    rules. ``base`` is the base alone: a cell's config may differ where a rule sets a key."""
 
     name: str
     base: Config
@@ -112,6 +145,27 @@ class SweepSpec:
     tune: TuneSpec
     source: str
     description: str = ""
+    # The base as written (dotted keys, normalised values, ``preset`` unexpanded; ``base`` is
+    # it resolved on its own, no rule applied) and the cell rules, in order.
+    base_doc: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cells: tuple[CellRule, ...] = ()
+
+    def trial_base(self) -> TrialBase:
+        """What ``trial_config`` builds each trial's config from (``TrialContext`` holds it)."""
+        return TrialBase(dict(self.base_doc), self.cells, self.base.train.seed)
+
+    def values(self, key: str) -> list[Any]:
+        """Every value run-config ``key`` may take in some trial (a superset: the base's, the
+        axis's values and bounds, each rule's, each rule preset's)."""
+        return possible_values(key, self.base, self.base_doc, self.axes, self.cells)
+
+    def grid_cells(self, limit: int = 0) -> list[dict[str, Any]]:
+        """The grid cells (one dict of grid values each, seeds left out), the axes in the order
+        written, the last varying fastest; the first ``limit`` only when ``limit`` > 0."""
+        keys = [k for k, ax in self.axes.items() if "grid" in ax and k != SEED_KEY]
+        cells = itertools.product(*(self.axes[k]["grid"] for k in keys))
+        return [dict(zip(keys, values))
+                for values in (itertools.islice(cells, limit) if limit else cells)]
 
     def seed_values(self) -> list[int]:
         """The seeds each configuration runs with."""
@@ -160,21 +214,35 @@ class SweepSpec:
         return cells * self.tune.num_samples * self.seeds
 
     def reports_per_trial(self) -> int:
-        """Most Tune reports a trial makes (one per eval_every G steps): ASHA's natural max_t."""
-        steps = _extremes(self, "train.steps", self.base.train.steps)[1]
-        every = _extremes(self, "train.eval_every", self.base.train.eval_every)[0]
-        return math.ceil(steps / every)
+        """Most Tune reports a trial makes (one per eval_every G steps): ASHA's natural max_t.
+        With cell rules, the most of any grid cell (up to MAX_COMBOS cells; beyond, a bound
+        from every value the two keys may take)."""
+        cells = self.grid_cells(MAX_COMBOS + 1) if self.cells else []
+        if not cells or len(cells) > MAX_COMBOS:
+            return math.ceil(max(self.values("train.steps")) /
+                             min(self.values("train.eval_every")))
+        sampled = {k: probe_values(ax) for k, ax in self.axes.items() if "grid" not in ax}
+        worst = 0
+        for cell in cells:
+            train = self.trial_config(cell).train
+            steps = max(sampled.get("train.steps", [train.steps]))
+            every = min(sampled.get("train.eval_every", [train.eval_every]))
+            worst = max(worst, math.ceil(steps / every))
+        return worst
 
     def trial_config(self, params: dict[str, Any]) -> Config:
-        """``base`` with the dotted ``params`` applied, validated (``trial_config``)."""
-        return trial_config(self.base, self.tune.search, params)
+        """The base document, the matching cell rules and the dotted ``params``, validated
+        (``trial_config``)."""
+        return trial_config(self.trial_base(), self.tune.search, params)
 
     def with_overrides(self, overrides: list[str]) -> SweepSpec:
         """Apply ``key=value`` overrides, then validate the whole spec again.
 
         ``tune.*`` (``tune.num_samples=2``, ``tune.resources.gpu=0.5``) sets tune keys, ``name``
         the experiment name, ``space.KEY={grid: [..]}`` an axis (``null`` removes it); a
-        run-config key sets the base, and if that key is swept, pins it (the axis is dropped).
+        run-config key (or ``preset``) sets the base and pins it in every trial: a swept key's
+        axis is dropped, the key leaves every rule's ``set``, and the rules whose ``when`` the
+        pinned value no longer meets are dropped.
         """
         doc, problems = self.to_dict(), []
         for text in overrides:
@@ -187,15 +255,17 @@ class SweepSpec:
                 doc["space"].pop(key[6:], None)
             elif key.startswith("space."):
                 doc["space"][key[6:]] = value
-            elif key in run_keys():
+            elif key in run_keys() or key == PRESET_KEY:
                 doc["base"][key] = value
                 doc["space"].pop(key, None)
+                for rule in doc.get("cells", []):
+                    rule["set"].pop(key, None)
             else:
                 options = [*run_keys(), *(f"tune.{k}" for k in TUNE_KEYS), "name"]
                 problems.append(f"--set {key}: unknown key{did_you_mean(key, options)}")
         if problems:
             raise ConfigError(problems)
-        return _build(doc, Path(self.source))
+        return _build(doc, Path(self.source), derived=True)
 
     def smoke(self) -> SweepSpec:
         """A copy that runs in about a minute on a laptop, named ``{name}-smoke`` so its results
@@ -205,15 +275,22 @@ class SweepSpec:
         further grid axis its first value (at most 4 grid cells); num_samples -> 1
         (random/grid) or 2 (optuna); ASHA grace_period -> 1 (and max_t, if set, -> at most
         the smoke run's report count); a set sparsity.round_steps -> min(round_steps, the
-        smoke's train.steps). Everything else is kept."""
+        smoke's train.steps). The caps are written into the base as explicit keys (so no
+        preset, the base's or a rule's, can undo them) and into every rule that sets one of
+        those keys (capped the same way, a rule's cadence and rounds by its own capped
+        train.steps when it sets one); rules whose cells the shortened grids lost are dropped.
+        Everything else is kept."""
         doc = self.to_dict()
-        b = doc["base"]
-        steps = min(b["train.steps"], SMOKE_STEPS)
-        b.update({"train.steps": steps, "train.eval_every": min(SMOKE_EVERY, steps),
-                  "train.checkpoint_every": min(SMOKE_EVERY, steps),
-                  "eval.num_samples": min(b["eval.num_samples"], SMOKE_EVAL_SAMPLES)})
-        if b.get("sparsity.round_steps") is not None:  # ticket rounds shrink with the steps
-            b["sparsity.round_steps"] = min(b["sparsity.round_steps"], steps)
+        base = self.base
+        steps = min(base.train.steps, SMOKE_STEPS)
+        doc["base"].update(_smoke_caps(base.flat(), steps))
+        for rule in doc.get("cells", []):
+            vals = rule["set"]
+            own = min(vals["train.steps"], SMOKE_STEPS) if "train.steps" in vals else steps
+            caps = _smoke_caps(vals, own)
+            # A rule's shorter run also gets its own (shorter) cadence.
+            vals.update({k: v for k, v in caps.items() if k in vals or (
+                "train.steps" in vals and v < min(SMOKE_EVERY, steps))})
         space = {k: ax for k, ax in doc["space"].items()
                  if k not in SMOKE_PINNED and "seeds" not in ax}
         grids = [k for k, ax in space.items() if "grid" in ax]
@@ -227,7 +304,7 @@ class SweepSpec:
             if "max_t" in asha:
                 asha["max_t"] = min(asha["max_t"], math.ceil(steps / min(SMOKE_EVERY, steps)))
         doc["name"] = f"{self.name}-smoke"
-        return _build(doc, Path(self.source))
+        return _build(doc, Path(self.source), derived=True)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a plain document (``spec_from_dict`` reads it back into an equal spec)."""
@@ -240,21 +317,27 @@ class SweepSpec:
                       else "fifo")
         tune = {f.name: getattr(t, f.name) for f in dataclasses.fields(t)}
         tune.update(scheduler=sched, resources=dict(t.resources))
-        return {"name": self.name, "description": self.description, "base": self.base.flat(),
-                "space": space, "tune": tune}
+        doc = {"name": self.name, "description": self.description,
+               "base": {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in self.base_doc.items()},
+               "space": space, "tune": tune}
+        if self.cells:
+            doc["cells"] = [rule.to_dict() for rule in self.cells]
+        return doc
 
 
-def trial_config(base: Config, search: str, params: dict[str, Any]) -> Config:
-    """``base`` with a trial's dotted ``params`` applied, validated: the only validation a
-    trial does. Keys starting with ``__`` are ignored, except ``__trial_index__`` (Repeater,
-    search=optuna), which selects the seed: ``base.train.seed + index``."""
+def trial_config(base: TrialBase, search: str, params: dict[str, Any]) -> Config:
+    """A trial's config: ``base``'s document, its cell rules that match the params, and the
+    dotted ``params``, validated: the only validation a trial does. Keys starting with ``__``
+    are ignored, except ``__trial_index__`` (Repeater, search=optuna), which selects the seed:
+    ``base.seed + index``."""
     flat = {}
     for k, v in params.items():
         if k == TRIAL_INDEX and search == "optuna":
-            flat[SEED_KEY] = base.train.seed + int(v)
+            flat[SEED_KEY] = base.seed + int(v)
         elif not k.startswith("__"):
             flat[k] = v.item() if isinstance(v, np.generic) else v
-    return from_dict(base.flat() | flat)
+    return from_dict(base.document(flat))
 
 
 def load_space(path: str | Path) -> SweepSpec:
@@ -295,7 +378,8 @@ def expand_grid(spec: SweepSpec) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None) -> SweepSpec:
+def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
+           derived: bool = False) -> SweepSpec:
     problems: list[str] = []
     for k in doc:
         if k not in TOP_KEYS:
@@ -303,19 +387,23 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None) -> S
     name = doc.get("name") or source.stem
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         problems.append(f"name must match [A-Za-z0-9_.-]+, got {fmt(name)}")
-    base = parse_base(doc.get("base"), base_dir or source.parent, problems)
+    base, base_doc = parse_base(doc.get("base"), base_dir or source.parent, problems)
     tune = parse_tune(doc.get("tune"), base, problems)
     axes, seeds = parse_space(doc.get("space"), base, tune.search, problems)
     space_ok = not any(p.startswith("space") for p in problems)
-    if space_ok and base is not None and len(axes) > 1:
+    n = len(problems)
+    cells = parse_cells(doc.get("cells"), base, axes, problems, derived) if space_ok else ()
+    cells_ok = len(problems) == n
+    if space_ok and cells_ok and base is not None and cells:
+        check_cells(base_doc, cells, base, axes, problems)
+    elif space_ok and base is not None and len(axes) > 1:
         check_combinations(base, axes, problems)
     sampled = [k for k, ax in axes.items() if kind_of(ax) in SAMPLED]
     if tune.search == "optuna" and not sampled and space_ok:
         problems.append("tune.search=optuna needs at least one sampled axis besides the seeds "
                         "(for a plain seed sweep use search: grid)")
-    if tune.scheduler.name == "asha" and base is not None and space_ok and (
-            base.sparsity.level > 0 or any(
-                v > 0 for v in probe_values(axes.get("sparsity.level", {"grid": [0]})))):
+    if tune.scheduler.name == "asha" and base is not None and space_ok and cells_ok and any(
+            v > 0 for v in possible_values("sparsity.level", base, base_doc, axes, cells)):
         # Stage-I reports carry no FID of the ticket, and how many a trial makes depends on
         # which rounds it reuses: ASHA's rungs would compare unlike things (tuneable_gan.lottery).
         problems.append("tune.scheduler=asha cannot judge lottery-ticket trials (sparsity.level "
@@ -328,12 +416,19 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None) -> S
         raise ConfigError([f"{source.name}: {p}" for p in problems])
     assert base is not None
     return SweepSpec(name=name, base=base, axes=axes, seeds=seeds, tune=tune, source=str(source),
-                     description=str(doc.get("description") or ""))
+                     description=str(doc.get("description") or ""), base_doc=base_doc,
+                     cells=cells)
 
 
-def _extremes(spec: SweepSpec, key: str, default: int) -> tuple[int, int]:
-    ax = spec.axes.get(key)
-    values = probe_values(ax) if ax else [default]
-    return min(values), max(values)
-
-
+def _smoke_caps(values: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The smoke's values for a run of ``steps`` (already capped) G steps: train.steps,
+    eval_every and checkpoint_every always, eval.num_samples and a set sparsity.round_steps
+    when ``values`` (a base's or a rule's) hold them."""
+    every = min(SMOKE_EVERY, steps)
+    out: dict[str, Any] = {"train.steps": steps, "train.eval_every": every,
+                           "train.checkpoint_every": every}
+    if "eval.num_samples" in values:
+        out["eval.num_samples"] = min(values["eval.num_samples"], SMOKE_EVAL_SAMPLES)
+    if values.get("sparsity.round_steps") is not None:  # ticket rounds shrink with the steps
+        out["sparsity.round_steps"] = min(values["sparsity.round_steps"], steps)
+    return out

@@ -11,8 +11,9 @@ multiple of ``train.checkpoint_every`` and to the last. A diverged trial reports
 ``fid = inf`` and ``diverged = True`` and stops; the sweep goes on.
 
 Each trial gets its ``TrialContext`` once, built by the driver from the validated sweep: the base
-config and what the trial needs of the Tune settings. The trial validates only its own config
-(``space.trial_config``), never the whole sweep spec again.
+document and the cell rules (``space.TrialBase``) and what the trial needs of the Tune settings.
+The trial validates only its own config (``space.trial_config``), never the whole sweep spec
+again.
 
 Lottery tickets (``sparsity.level > 0``): stage-I reports carry ``stage = ticket``, a ``step``
 counting up to 0 and ``ticket_fid`` etc.; the sweep's metric is NaN there, so no stage-I number
@@ -41,7 +42,7 @@ from tuneable_gan.errors import Diverged
 from tuneable_gan.loop import Events
 from tuneable_gan.tickets import default_root
 from tuneable_gan.trainer import GANTrainer
-from tuneable_gan.tune.space import SweepSpec, trial_config
+from tuneable_gan.tune.space import SweepSpec, TrialBase, trial_config
 
 # Training metrics a report averages over its interval (the rest are states, not rates).
 NOT_AVERAGED = frozenset({"step", "images_seen", "sparsity"})
@@ -65,9 +66,10 @@ def ticket_root(sweep: SweepSpec) -> tuple[Path, str]:
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What every trial of a sweep shares, resolved once by the driver."""
+    """What every trial of a sweep shares, resolved once by the driver: ``base`` builds each
+    trial's config from its params (the base document, the cell rules, the base seed)."""
 
-    base: Config
+    base: TrialBase
     search: str
     metric: str
     mode: str
@@ -80,7 +82,7 @@ class TrialContext:
         """The context of ``sweep``'s trials."""
         root, warning = ticket_root(sweep)
         t = sweep.tune
-        return cls(base=sweep.base, search=t.search, metric=t.metric, mode=t.mode,
+        return cls(base=sweep.trial_base(), search=t.search, metric=t.metric, mode=t.mode,
                    cpus=max(1, int(t.resources.get("cpu", 1))), tickets=str(root),
                    tickets_warning=warning)
 
