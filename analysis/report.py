@@ -26,7 +26,8 @@ from analysis import plots, stats, tables, tickets
 from analysis.collect import STATUSES, collect, trial_table, write_parquet
 from tuneable_gan.errors import UserError
 
-_EXTRAS = ("is_mean", "kid", "modes_covered", "w1")  # shown beside the metric when reported
+_EXTRAS = ("is_mean", "kid", "precision", "recall", "density", "coverage", "modes_covered",
+           "w1")  # shown beside the metric when reported
 Block = tuple[str, Any]
 
 

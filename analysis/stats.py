@@ -202,7 +202,7 @@ def aggregate(df: pd.DataFrame, metrics: Sequence[str] = ("fid",), *,
     tv = trial_values(df, metrics, at_step=at_step, factors=factors)
     factors, cols = tv.attrs["factors"], tv.attrs["values"]
     out = []
-    resolved = [k for k in RESOLVED_KEYS if k in tv.columns]
+    resolved = [k for k in RESOLVED_KEYS if k in tv.columns and k not in factors]
     for key, g in _cells(tv, factors):
         use = g[g["usable"]]
         rec: dict[str, Any] = dict(zip(factors, key)) | {"n": len(use)} | _counts(g)

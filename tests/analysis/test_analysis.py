@@ -413,3 +413,19 @@ def test_report_renders_in_headless_chromium(experiment, tmp_path):
     assert pixels.std() > 20  # text, tables and plots, not a blank page
     dark = (pixels < 128).mean()
     assert 0.01 < dark < 0.6
+
+
+def test_precision_recall_density_coverage_join_the_tables_when_reported(experiment, tmp_path):
+    """eval.prc / eval.dc values a sweep reported become columns of the ablation table."""
+    for result in Path(experiment).glob("trial_*/result.json"):
+        rows = [json.loads(ln) for ln in result.read_text().splitlines() if ln.strip()]
+        for r in rows:
+            r.update(precision=0.5, recall=0.25, density=1.5, coverage=0.75)
+        result.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    html = build_report(experiment, out=str(tmp_path / "rep"))
+    header = (html.parent / "ablation.md").read_text().splitlines()
+    columns = next(ln for ln in header if ln.startswith("| weight"))
+    assert all(f" {k} " in columns for k in ("precision", "recall", "density", "coverage"))
+    assert "(resolved)" not in columns  # a swept factor is not repeated as a resolved value
+    row = next(ln for ln in header if ln.startswith("| 10 "))
+    assert "| 0.500 " in row or "| 0.50 " in row, row
