@@ -253,7 +253,7 @@ def _config(doc: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         return spec_from_dict(doc, source=SPEC_FILE).trial_config(params).flat()
     except Exception:  # noqa: BLE001 - any failure here only costs precision, never the report
         from tuneable_gan.config import expand_preset
-        from tuneable_gan.tune.space_parse import CellRule, compose
+        from tuneable_gan.tune.space_cells import CellRule, compose
 
         plain = {k: v for k, v in params.items() if not k.startswith("__")}
         try:

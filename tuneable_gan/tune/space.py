@@ -49,6 +49,13 @@ import numpy as np
 from tuneable_gan.config import PRESET_KEY, Config, from_dict, parse_override, read_yaml
 from tuneable_gan.config import valid_keys as run_keys
 from tuneable_gan.errors import ConfigError
+from tuneable_gan.tune.space_cells import (
+    CellRule,
+    check_cells,
+    compose,
+    parse_cells,
+    possible_values,
+)
 from tuneable_gan.tune.space_parse import (
     MAX_COMBOS,
     SAMPLE_KEY,
@@ -61,21 +68,16 @@ from tuneable_gan.tune.space_parse import (
     TOP_KEYS,
     TRIAL_INDEX,
     TUNE_KEYS,
-    CellRule,
     SchedulerSpec,
     TuneSpec,
-    check_cells,
     check_combinations,
-    compose,
     did_you_mean,
     domain_of,
     fmt,
     kind_of,
     parse_base,
-    parse_cells,
     parse_space,
     parse_tune,
-    possible_values,
     probe_values,
     set_nested,
 )
@@ -95,7 +97,7 @@ class TrialBase:
     seed: int = 0
 
     def document(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The trial's run-config document before validation (``space_parse.compose``)."""
+        """The trial's run-config document before validation (``space_cells.compose``)."""
         return compose(self.doc, self.cells, params)
 
 @dataclass(frozen=True)
