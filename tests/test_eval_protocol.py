@@ -38,9 +38,10 @@ from tuneable_gan.extractors import (
     digits_classifier_path,
     to_uint8,
 )
-from tuneable_gan.metrics import Evaluator, density_coverage, eval_protocol
+from tuneable_gan.metrics import Evaluator, eval_protocol
 from tuneable_gan.models import DataSpec, build_models
 from tuneable_gan.resolve import resolve
+from tuneable_gan.sample_metrics import density_coverage
 from tuneable_gan.trainer import update_ema
 
 DIGITS32 = DataConfig(name="digits", resolution=32)

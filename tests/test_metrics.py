@@ -26,7 +26,8 @@ from tuneable_gan.extractors import (
     digits_classifier_path,
     load_digits_classifier,
 )
-from tuneable_gan.metrics import Evaluator, eval_protocol, modes_covered, wasserstein1
+from tuneable_gan.metrics import Evaluator, eval_protocol
+from tuneable_gan.sample_metrics import modes_covered, wasserstein1
 
 DIGITS = DataConfig(name="digits", resolution=16)
 TOY = DataConfig(name="toy2pt")
