@@ -26,6 +26,23 @@ TINY = {
 }
 
 
+class ReplayG(nn.Module):
+    """A stand-in generator that plays back fixed images in order (z is the index), so the
+    samples an evaluation draws are known exactly."""
+
+    z_dim, conditional, num_classes = 1, False, 0
+
+    def __init__(self, images: torch.Tensor) -> None:
+        super().__init__()
+        self.images = images
+
+    def sample_z(self, n: int, generator: torch.Generator, device: str) -> torch.Tensor:
+        return torch.arange(n, dtype=torch.float32).unsqueeze(1).to(device)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.images[z[:, 0].long() % len(self.images)]
+
+
 def tiny_config(**dotted: object) -> Config:
     """A CPU-second-sized digits config; keyword keys use '__' for '.'."""
     return from_dict(TINY | {k.replace("__", "."): v for k, v in dotted.items()})

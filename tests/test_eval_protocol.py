@@ -17,12 +17,12 @@ import dataclasses
 import math
 import re
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
 import torch
 import torch_fidelity
+from conftest import ReplayG
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.utils.data import Dataset
@@ -75,22 +75,6 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache: Path) -> N
 def ev(**kw: object) -> EvalConfig:
     base = dict(num_samples=N, reference="test", is_=False)
     return dataclasses.replace(EvalConfig(), **(base | kw))  # type: ignore[arg-type]
-
-
-class ReplayG(nn.Module):
-    """Plays back fixed images in order (z is the index): the samples are known exactly."""
-
-    z_dim, conditional, num_classes = 1, False, 0
-
-    def __init__(self, images: Tensor) -> None:
-        super().__init__()
-        self.images = images
-
-    def sample_z(self, n: int, generator: torch.Generator, device: str) -> Tensor:
-        return torch.arange(n, dtype=torch.float32).unsqueeze(1).to(device)
-
-    def forward(self, z: Tensor, y: Optional[Tensor] = None) -> Tensor:
-        return self.images[z[:, 0].long() % len(self.images)]
 
 
 class Images(Dataset):

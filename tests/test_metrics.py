@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ReplayG
 from torch import Tensor, nn
 
 from tuneable_gan import metrics
@@ -35,22 +36,6 @@ TOY = DataConfig(name="toy2pt")
 
 # ---------------------------------------------------------------------------------------------
 # stand-in generators (the real ones live in tuneable_gan/models)
-
-
-class ReplayG(nn.Module):
-    """Plays back fixed images in order: z is the index (so eval samples are known exactly)."""
-
-    z_dim, conditional, num_classes = 1, False, 0
-
-    def __init__(self, images: Tensor) -> None:
-        super().__init__()
-        self.images = images
-
-    def sample_z(self, n: int, generator: torch.Generator, device: str) -> Tensor:
-        return torch.arange(n, dtype=torch.float32).unsqueeze(1).to(device)
-
-    def forward(self, z: Tensor, y: Optional[Tensor] = None) -> Tensor:
-        return self.images[z[:, 0].long() % len(self.images)]
 
 
 class ConvG(nn.Module):
