@@ -31,3 +31,7 @@ class Diverged(Exception):
         self.values = values
         bad = ", ".join(f"{k}={v}" for k, v in values.items())
         super().__init__(f"run diverged at step {step}: {bad}")
+
+
+class DiskFullError(UserError):
+    """A write that met a full disk (or an exhausted quota): one line naming the path."""
