@@ -71,6 +71,14 @@ def assert_resumed_rows(trial_rows: list[dict], every: int, last: int) -> None:
         assert values and first.setdefault(x["step"], values) == values, (x["step"], values)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_home(tmp_path_factory: pytest.TempPathFactory):
+    """Sweeps keep their resume key under TUNEABLE_GAN_HOME: tests must never write one into
+    the real home (Ray workers inherit the variable)."""
+    os.environ.setdefault("TUNEABLE_GAN_HOME", str(tmp_path_factory.mktemp("tghome")))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(1)
