@@ -45,6 +45,7 @@ from torch import nn
 from tuneable_gan.config import AugmentConfig
 from tuneable_gan.errors import ConfigError
 from tuneable_gan.losses import Loss
+from tuneable_gan.precision import input_grad
 from tuneable_gan.terms import DBatch, GBatch, Schedule, Term
 from tuneable_gan.training_stats import StepStats
 
@@ -83,7 +84,7 @@ def feature_delta(fn: Callable[[Tensor], Tensor], feat: Tensor,
         pert = (base + delta).requires_grad_(True)
         with torch.enable_grad():
             obj = objective(fn(pert))
-        (grad,) = torch.autograd.grad(obj, pert)
+        grad = input_grad(obj, pert, create_graph=False)
         delta = delta + gamma * grad.sign()
     return delta.detach()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -22,6 +23,7 @@ import yaml
 from tuneable_gan.augment import OPS as DIFFAUGMENT_OPS
 from tuneable_gan.errors import ConfigError
 from tuneable_gan.presets import PRESETS
+from tuneable_gan.yamlfile import read_yaml, safe_load
 
 # Arches whose paper setup is class-conditional (BigGAN-CIFAR: conditional BN + projection D);
 # ``model.conditional: null`` means "as the paper", resolved against the data's labels.
@@ -137,7 +139,7 @@ class SparsityConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Length, cadence (all in G steps), seed and device."""
+    """Length, cadence (all in G steps), seed, device and training precision."""
 
     steps: int = _num(2000, 1)
     eval_every: int = _num(500, 1)
@@ -145,6 +147,9 @@ class TrainConfig:
     log_every: int = _num(10, 1)
     seed: int = _num(0, 0)
     device: str = _choice("auto", "cpu", "cuda")
+    # Training only (evaluation is always fp32); the names are ``precision.PRECISIONS``'.
+    precision: str = _choice("fp32", "bf16", doc="autocast dtype of the G and D forwards and "
+                             "losses; weights, optimizer state and EMA stay fp32")
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,8 @@ class Config:
 
 SECTIONS: dict[str, type] = {f.name: get_type_hints(Config)[f.name]
                              for f in dataclasses.fields(Config)}
+# get_type_hints evaluates every annotation anew: once per section, not once per key and call.
+_HINTS: dict[type, dict[str, Any]] = {cls: get_type_hints(cls) for cls in SECTIONS.values()}
 
 
 def _yaml_key(name: str) -> str:
@@ -250,8 +257,15 @@ def _suggest(key: str) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _fmt(v: Any) -> str:
-    return repr(v) if isinstance(v, str) else str(v)
+# Values go into error lines: a megabyte string or a deep list must not make a megabyte line.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 80, 80, 3
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 6
+
+
+def fmt(v: Any) -> str:
+    """``v`` as an error line shows it: repr, at most about 80 characters."""
+    return _SHORT.repr(v)
 
 
 def _check_value(key: str, typ: Any, meta: Any, v: Any) -> tuple[Any, list[str]]:
@@ -269,30 +283,30 @@ def _check_value(key: str, typ: Any, meta: Any, v: Any) -> tuple[Any, list[str]]
             pass
     if typ is bool:
         if not isinstance(v, bool):
-            return v, [f"{key} must be true or false, got {_fmt(v)}"]
+            return v, [f"{key} must be true or false, got {fmt(v)}"]
     elif typ is int:
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if isinstance(v, bool) or not isinstance(v, int):
-            return v, [f"{key} must be an integer, got {_fmt(v)}"]
+            return v, [f"{key} must be an integer, got {fmt(v)}"]
     elif typ is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return v, [f"{key} must be a number, got {_fmt(v)}"]
+            return v, [f"{key} must be a number, got {fmt(v)}"]
         v = float(v)
         if not math.isfinite(v):
             return v, [f"{key} must be finite, got {v}"]
     elif typ is str:
         if not isinstance(v, str):
-            return v, [f"{key} must be a string, got {_fmt(v)}"]
+            return v, [f"{key} must be a string, got {fmt(v)}"]
     elif get_origin(typ) is tuple:
         ok = (isinstance(v, (list, tuple)) and len(v) == 2
               and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in v))
         if not ok or not all(0.0 <= b < 1.0 for b in v):
-            return v, [f"{key} must be two numbers in [0, 1), got {_fmt(v)}"]
+            return v, [f"{key} must be two numbers in [0, 1), got {fmt(v)}"]
         return tuple(float(b) for b in v), []
     choices = meta.get("choices")
     if choices and v not in choices:
-        return v, [f"{key} must be one of {', '.join(choices)}; got {_fmt(v)}"]
+        return v, [f"{key} must be one of {', '.join(choices)}; got {fmt(v)}"]
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None or hi is not None:
         bad_lo = lo is not None and (v <= lo if meta["lo_open"] else v < lo)
@@ -340,7 +354,7 @@ def expand_preset(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]
     if name is None:
         return flat, {}
     if name not in PRESETS:
-        raise ConfigError(f"preset must be one of {', '.join(PRESETS)}; got {_fmt(name)}")
+        raise ConfigError(f"preset must be one of {', '.join(PRESETS)}; got {fmt(name)}")
     taken = {k: v for k, v in PRESETS[name].items() if k not in flat}
     return taken | flat, dict.fromkeys(taken, name)
 
@@ -359,7 +373,7 @@ def from_dict(d: dict[str, Any]) -> Config:
         if f is None:
             problems.append(f"unknown key '{key}'{_suggest(key)}")
             continue
-        typ = get_type_hints(cls)[f.name]
+        typ = _HINTS[cls][f.name]
         v, bad = _check_value(key, typ, f.metadata, v)
         problems += bad
         values[sec][f.name] = v
@@ -378,26 +392,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw, f"--set {key.strip()}") if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from a file, with one-line errors for a missing or malformed file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{p}:{where} is not valid YAML") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of config sections, got {type(data).__name__}")
-    return data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

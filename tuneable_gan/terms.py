@@ -10,7 +10,8 @@ without a graph; D's pooled features; G's stem output) and which sum it joins:
 * ``adversarial``: the loss that is logged as ``d_loss`` / ``g_loss``. A term with a ``share``
   (AdvAug's 1/2) takes that share of the adversarial weight from the plain loss.
 * ``penalty``: summed into ``reg_loss`` (D) and added after the adversarial sum.
-* ``probe``: contributes nothing; it only records values (the logged DIG).
+* ``probe``: contributes nothing; it only records values (the logged DIG), so the step skips
+  it in iterations whose values nobody reads.
 
 ``observe`` runs on every D step for every term of the run, scheduled or not (LeCam's anchors
 follow every batch; its penalty only starts at ``start``). So adding a method needs a term, not
@@ -186,8 +187,10 @@ class GAdversarial(Term):
 
 
 class GradientGapProbe(Term):
-    """Logs the discriminator gradient gap of the first D step of every G iteration, for every
-    run (DigGAN on or off), so the gap can be compared across runs: ``grad_norm_fake``,
+    """Logs the discriminator gradient gap of the first D step of every G iteration that is
+    read (``GANTrainer.train_step``: a probe does not run in unread iterations, so a baseline
+    pays its input-gradient backward only there), for every run (DigGAN on or off), so the gap
+    can be compared across runs: ``grad_norm_fake``,
     ``grad_norm_real`` (batch means of the per-sample norms) and ``dig`` = mean_i (g_real,i -
     g_fake,i)^2, unsmoothed and paired by batch index."""
 

@@ -15,8 +15,8 @@ so a resumed run continues bitwise on CPU. The loop that drives a trainer is ``t
 from __future__ import annotations
 
 import copy
+import functools
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,23 @@ from tuneable_gan.advaug import advaug_terms
 from tuneable_gan.augment import diff_augment, parse_policy
 from tuneable_gan.config import Config
 from tuneable_gan.data import RealData, Sampler, load_data
-from tuneable_gan.errors import ConfigError, Diverged
+from tuneable_gan.ema import update_ema
+from tuneable_gan.errors import Diverged
 from tuneable_gan.losses import LOSSES
 from tuneable_gan.lottery import LotteryPhase
 from tuneable_gan.metrics import Evaluator
 from tuneable_gan.models import DataSpec, build_models
 from tuneable_gan.models.spectral import generate
+from tuneable_gan.optim import LR_SCHEDULES, OPTIMIZERS
 from tuneable_gan.phases import DensePhase
+from tuneable_gan.precision import (
+    PRECISIONS,
+    images_to,
+    indices_to,
+    resolve_device,
+    speed_settings,
+    to_channels_last,
+)
 from tuneable_gan.regularizers import REGULARIZERS, Regularizer, input_grad_norms
 from tuneable_gan.resolve import resolve
 from tuneable_gan.sparsity import measured_sparsity
@@ -51,39 +61,6 @@ from tuneable_gan.tickets import TicketStore
 from tuneable_gan.training_stats import StepStats
 
 Tensor = torch.Tensor
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is visible; use auto or cpu")
-    return torch.device(name)
-
-
-@torch.no_grad()
-def update_ema(G_ema: nn.Module, G: nn.Module, decay: float, buffers: bool = True) -> None:
-    """G_ema <- decay * G_ema + (1 - decay) * G over the whole state (``buffers``: BN statistics
-    and spectral-norm vectors averaged too, the BigGAN reference) or over the parameters only
-    with the buffers copied from G (the SNGAN reference); integer buffers are copied."""
-    src = G.state_dict()
-    # Parameter names equal their state_dict keys (spectral norm's raw weight included).
-    averaged = None if buffers else {k for k, _ in G.named_parameters()}
-    for k, t in G_ema.state_dict().items():
-        if t.is_floating_point() and (averaged is None or k in averaged):
-            t.lerp_(src[k], 1.0 - decay)
-        else:
-            t.copy_(src[k])
-
-
-# Learning-rate factor at phase step ``step`` of ``length``: both optimizers' lrs are set to
-# base * factor at the start of every G iteration (so a resumed run needs no scheduler state).
-# linear: to 0 over the phase, as the SNGAN reference's LinearLrDecay over max_iter G steps.
-LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {
-    "constant": lambda step, length: 1.0,
-    "linear": lambda step, length: max(0.0, 1.0 - step / length),
-}
 
 
 class GANTrainer:
@@ -108,14 +85,23 @@ class GANTrainer:
         G, D = build_models(cfg.model, self.spec)
         self._rng0 = torch.get_rng_state()  # every phase restarts the global RNG from here
         self.G, self.D = G.to(self.device), D.to(self.device)
+        to_channels_last((self.G, self.D), self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        # The contexts of a G iteration and of its forwards and losses (evaluation runs outside
+        # both: fp32, torch's defaults).
+        self.speed = functools.partial(speed_settings, self.device)
+        self.autocast = functools.partial(PRECISIONS.get(cfg.train.precision), self.device)
         self.conditional = bool(cfg.model.conditional)
         self.loss = LOSSES.get(cfg.loss.name)
         self.policy = parse_policy(cfg.augment.diffaugment)
-        self.images = self.data.images.to(self.device)
+        self.images = images_to(self.data.images, self.device)
         self.labels = self.data.labels.to(self.device)
         self.gen = torch.Generator(self.device).manual_seed(cfg.train.seed)
         self.stats = StepStats()
+        # Which G iterations are read (``train_step``): all of them (a sink that averages every
+        # step's values, as ``TuneSink`` does), or only those that end at a log or eval step.
+        self.record_every_step = True
+        self._recording = True
         self._evaluator: Evaluator | None = None
         self._fresh_state()
         self.phase = LotteryPhase(self, tickets) if cfg.sparsity.level > 0 else DensePhase(self)
@@ -138,9 +124,7 @@ class GANTrainer:
 
     def _optimizer(self, net: nn.Module, lr: float) -> torch.optim.Optimizer:
         o = self.cfg.optim
-        if o.name == "sgd":
-            return torch.optim.SGD(net.parameters(), lr=lr, momentum=o.momentum)
-        return torch.optim.Adam(net.parameters(), lr=lr, betas=o.betas)
+        return OPTIMIZERS.get(o.name)(net.parameters(), lr, o, self.device.type == "cuda")
 
     def restart_phase(self, G_state: dict[str, Tensor], D_state: dict[str, Tensor]) -> None:
         """``PhaseHost.restart_phase``: G <- G_state with the phase's masks, D <- D_state,
@@ -162,7 +146,7 @@ class GANTrainer:
                              device=self.device)
 
     def _real_batch(self) -> tuple[Tensor, Tensor | None]:
-        idx = self.sampler.next().to(self.device)
+        idx = indices_to(self.sampler.next(), self.device)
         x, y = self.images[idx], self.labels[idx]
         if self.cfg.data.flip:
             flip = torch.rand(x.shape[0], generator=self.gen, device=self.device) < 0.5
@@ -176,12 +160,27 @@ class GANTrainer:
     # -- one iteration --------------------------------------------------------------------------
 
     def _active(self, terms: list[Term], d_step: int) -> list[Term]:
-        return [t for t in terms if t.fires(self.phase.step, d_step, self.phase.stage)]
+        # A probe only records values: in an iteration nobody reads it costs nothing.
+        return [t for t in terms if t.fires(self.phase.step, d_step, self.phase.stage)
+                and (self._recording or t.group != "probe")]
 
     def d_step(self, d_step: int) -> None:
         """One D update on fakes (first) and reals concatenated, as in the DigGAN reference,
         running the D terms whose schedules fire; records ``d_loss``, and ``reg_loss`` on the D
-        steps whose penalty fires."""
+        steps whose penalty fires. Forwards and losses run in ``train.precision``."""
+        with self.autocast():
+            d_loss, reg_loss = self._d_losses(d_step)
+        loss = d_loss + reg_loss if reg_loss is not None else d_loss
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        self.images_seen += self.cfg.optim.batch_size
+        self.stats.report("d_loss", d_loss)
+        if reg_loss is not None:  # the penalty of the D steps that carry it, not diluted
+            self.stats.report("reg_loss", reg_loss)
+
+    def _d_losses(self, d_step: int) -> tuple[Tensor, Tensor | None]:
+        """(adversarial D loss, summed penalty or None) of one D step, with their graph."""
         B = self.cfg.optim.batch_size
         active = self._active(self.d_terms, d_step)
         x_r, y_r = self._real_batch()
@@ -221,34 +220,27 @@ class GANTrainer:
             if t.group == "probe":
                 t.loss(batch, self.stats)
         penalties = [t.loss(batch, self.stats) for t in active if t.group == "penalty"]
-        reg_loss = total(penalties) if penalties else None
-        loss = d_loss + reg_loss if reg_loss is not None else d_loss
-        self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_d.step()
-        self.images_seen += B
-        self.stats.report("d_loss", d_loss)
-        if reg_loss is not None:  # the penalty of the D steps that carry it, not diluted
-            self.stats.report("reg_loss", reg_loss)
+        return d_loss, (total(penalties) if penalties else None)
 
     def g_step(self) -> None:
         """One G update on ``optim.g_batch_size`` fakes through T and a frozen D, then the G EMA
         update; the phase's masks constrain G's gradients, weights and the EMA. Records
-        ``g_loss``."""
+        ``g_loss``. Forwards and losses run in ``train.precision``."""
         B = self.cfg.optim.g_batch_size
         active = self._active(self.g_terms, 0)
         y_f = self._fake_labels(B)
         z = self.G.sample_z(B, self.gen, self.device)
         self.D.requires_grad_(False)  # D's parameter grads are not needed for G's update
         try:
-            u = self.G.stem(z, y_f) if any(t.needs_features for t in active) else None
-            x_f = self.G.rest(u, y_f) if u is not None else self.G(z, y_f)
-            batch = GBatch(z=z, labels=y_f, stem=u, fake=x_f, G=self.G, D=self.D,
-                           augment=self.augment, loss=self.loss, step=self.phase.step)
-            g_loss = adversarial_sum([t for t in active if t.group == "adversarial"], batch,
-                                     self.stats)
-            penalties = [t.loss(batch, self.stats) for t in active if t.group == "penalty"]
-            loss = g_loss + total(penalties) if penalties else g_loss
+            with self.autocast():
+                u = self.G.stem(z, y_f) if any(t.needs_features for t in active) else None
+                x_f = self.G.rest(u, y_f) if u is not None else self.G(z, y_f)
+                batch = GBatch(z=z, labels=y_f, stem=u, fake=x_f, G=self.G, D=self.D,
+                               augment=self.augment, loss=self.loss, step=self.phase.step)
+                g_loss = adversarial_sum([t for t in active if t.group == "adversarial"],
+                                         batch, self.stats)
+                penalties = [t.loss(batch, self.stats) for t in active if t.group == "penalty"]
+                loss = g_loss + total(penalties) if penalties else g_loss
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
         finally:
@@ -262,33 +254,44 @@ class GANTrainer:
         self.phase.constrain_weights(self.G_ema)
         self.stats.report("g_loss", g_loss)
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self, record: bool | None = None) -> dict[str, float]:
         """One G iteration; returns the means of what its terms recorded, plus ``step``,
         ``images_seen`` and ``sparsity``. Raises Diverged on a NaN/inf value.
 
-        The phase may first end a lottery round (prune, store, rewind) and wait for or adopt a
-        ticket another trial is computing (``tuneable_gan.lottery``).
+        ``record``: whether the iteration is read (None: every one if ``record_every_step``,
+        else those that end at a log or eval step or a phase's end). An unread iteration runs
+        no probe, reads nothing from the device and returns only those three counts; a NaN/inf
+        in it is raised at the next read one (docs/design.md). The phase may first end a
+        lottery round and wait for or adopt a ticket (``tuneable_gan.lottery``).
         """
         self.phase.before_step()
+        tc, nxt = self.cfg.train, self.phase.step + 1  # the phase step this iteration ends
+        self._recording = record if record is not None else self.record_every_step or any(
+            self._boundary(nxt, every) for every in (tc.log_every, tc.eval_every))
         o = self.cfg.optim
         factor = LR_SCHEDULES[o.lr_schedule](self.phase.step, self.phase.length)
         for opt, base in ((self.opt_g, o.g_lr), (self.opt_d, o.d_lr)):
             for group in opt.param_groups:
                 group["lr"] = base * factor
         try:
-            for k in range(self.cfg.optim.d_steps):
-                self.d_step(k)
-            self.g_step()
+            with self.speed():
+                for k in range(self.cfg.optim.d_steps):
+                    self.d_step(k)
+                self.g_step()
         except BaseException:
             self.stats.clear()
             raise
-        metrics = self.stats.collect()
+        metrics = self.stats.collect() if self._recording else {}
+        if not self._recording:
+            self.stats.discard()
         self.phase.advance()
         bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        if self._recording and not bad and not self.stats.unread_finite:
+            bad = {"unread_nonfinite": math.nan}  # in an unread iteration since the last read
         if bad:
             raise Diverged(self.step, bad)
-        metrics.update(step=self.step, images_seen=self.images_seen, sparsity=self._sparsity)
-        return metrics
+        return metrics | {"step": self.step, "images_seen": self.images_seen,
+                          "sparsity": self._sparsity}
 
     # -- progress -------------------------------------------------------------------------------
 
@@ -305,7 +308,10 @@ class GANTrainer:
     def at_boundary(self, every: int) -> bool:
         """The last step ended a phase or a multiple of ``every`` within it (eval, log and
         checkpoint cadence: per round in lottery stage I, per step otherwise)."""
-        return self.phase.step % every == 0 or self.phase.step >= self.phase.length
+        return self._boundary(self.phase.step, every)
+
+    def _boundary(self, phase_step: int, every: int) -> bool:
+        return phase_step % every == 0 or phase_step >= self.phase.length
 
     def sparsity(self) -> float:
         """Measured sparsity of G's conv weights (exact zeros / all)."""
@@ -375,7 +381,23 @@ class GANTrainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()`` (from this or a bitwise-identical config)."""
+        """Restore ``state_dict()`` (from this or a bitwise-identical config).
+
+        The state is checked against this run's own first, so a checkpoint with a missing key
+        or a tensor of another shape is one ``CheckpointError`` naming the first bad key (its
+        expected and found shape) and leaves the trainer untouched."""
+        from tuneable_gan.checkpoint import optimizer_problem, state_problem
+        from tuneable_gan.errors import CheckpointError
+
+        mine = self.state_dict()
+        # The phase's keys vary with its stage (lottery: init weights only in stage I), so
+        # only its tensors' shapes are checked; optimizers hold per-parameter entries.
+        problem = (state_problem({**mine, "phase": {}}, state)
+                   or state_problem(mine["phase"], state["phase"], "phase", strict=False)
+                   or optimizer_problem("opt_g", self.opt_g, state["opt_g"])
+                   or optimizer_problem("opt_d", self.opt_d, state["opt_d"]))
+        if problem:
+            raise CheckpointError(f"state does not fit this run: {problem}")
         self.phase.load_state_dict(state["phase"])
         self.images_seen = int(state["images_seen"])
         self.G.load_state_dict(state["G"])

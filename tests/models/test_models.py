@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.testing import assert_close
 
 from tuneable_gan.config import ModelConfig, from_dict
@@ -154,7 +155,8 @@ def test_spectral_norm_on_every_d_layer_none_on_g() -> None:
     assert len(layers) == 5
     for m in layers:
         assert parametrize.is_parametrized(m, "weight")
-        assert type(m.parametrizations.weight[0]).__name__ == "_SpectralNorm"
+        # torch's parametrization (its fp32 subclass, models.base.FP32SpectralNorm)
+        assert isinstance(m.parametrizations.weight[0], _SpectralNorm)
     assert not any(parametrize.is_parametrized(m) for m in g.modules())
 
 

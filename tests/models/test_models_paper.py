@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from conftest import tiny_config
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.testing import assert_close
 
 from tuneable_gan.config import ModelConfig
@@ -43,8 +44,8 @@ def _count(m: nn.Module) -> int:
 
 
 def _is_sn(m: nn.Module) -> bool:
-    return parametrize.is_parametrized(m, "weight") and type(
-        m.parametrizations.weight[0]).__name__ == "_SpectralNorm"
+    return parametrize.is_parametrized(m, "weight") and isinstance(
+        m.parametrizations.weight[0], _SpectralNorm)
 
 
 def test_registered() -> None:

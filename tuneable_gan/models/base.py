@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from tuneable_gan.config import ModelConfig
 from tuneable_gan.errors import ConfigError
+from tuneable_gan.precision import no_autocast
 from tuneable_gan.registry import Registry
 
 
@@ -41,7 +44,8 @@ class Generator(nn.Module):
     """Base generator: ``forward(z, y) == rest(stem(z, y), y)`` by construction.
 
     Subclasses set ``z_dim``, ``conditional`` and ``num_classes`` (0 when unconditional) and
-    implement ``sample_z``, ``stem`` and ``rest``.
+    implement ``sample_z``, ``stem`` and ``rest``; ``stem`` and ``rest`` return fp32 whatever
+    autocast computed inside (``tuneable_gan.precision``).
     """
 
     z_dim: int
@@ -69,7 +73,8 @@ class Discriminator(nn.Module):
     """Base discriminator: ``forward(x, y) == head(trunk(x), y)`` by construction.
 
     The output is the raw logit, shape (n,). Subclasses must not mix samples (no BatchNorm), so
-    the gradient of ``D(x).sum()`` w.r.t. ``x`` is each sample's own gradient.
+    the gradient of ``D(x).sum()`` w.r.t. ``x`` is each sample's own gradient. ``trunk`` and
+    ``head`` return fp32 whatever autocast computed inside (``tuneable_gan.precision``).
     """
 
     conditional: bool
@@ -123,15 +128,33 @@ class CondBatchNorm2d(nn.Module):
         return out * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
 
 
+class FP32SpectralNorm(_SpectralNorm):
+    """torch's spectral-norm parametrization with autocast off inside: the power iteration, the
+    stored ``_u``/``_v`` and sigma are fp32 in a bf16 run too (CUDA autocast would run its
+    matrix-vector products in bf16), so the normalised weight is fp32 and only the layer that
+    uses it casts. In an fp32 run nothing changes (``precision.no_autocast``)."""
+
+    def forward(self, weight: Tensor) -> Tensor:
+        with no_autocast(weight.device):
+            return super().forward(weight)
+
+
 def sn(module: nn.Module, eps: float = 1e-12) -> nn.Module:
     """Wrap ``module``'s weight with spectral norm (the parametrization API, not the old hook).
 
     One power iteration per training-mode forward; ``eps`` guards the normalisations (torch's
     default 1e-12 matches the SNGAN reference; BigGAN-CIFAR uses 1e-8). The raw weight lives at
     ``parametrizations.weight.original`` and the singular vectors ``_u``/``_v`` are buffers, so
-    both are in the state_dict (and in the trainer's G EMA).
+    both are in the state_dict (and in the trainer's G EMA). As
+    ``nn.utils.parametrizations.spectral_norm`` (same dim rule, same init draws), with
+    ``FP32SpectralNorm``.
     """
-    return nn.utils.parametrizations.spectral_norm(module, eps=eps)
+    # torch's rule: the output dimension is 1 for transposed convolutions, else 0.
+    dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d,
+                                   nn.ConvTranspose3d)) else 0
+    parametrize.register_parametrization(
+        module, "weight", FP32SpectralNorm(module.weight, 1, dim, eps))
+    return module
 
 
 def sn_all_(module: nn.Module, eps: float = 1e-12,

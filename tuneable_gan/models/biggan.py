@@ -130,14 +130,14 @@ class BigGANGenerator(Generator):
 
     def stem(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """First (SN) linear layer, reshaped to (n, W, 4, 4). ``y`` is unused (not hierarchical)."""
-        return self.linear(z).view(z.shape[0], self.width, BOTTOM, BOTTOM)
+        return self.linear(z).float().view(z.shape[0], self.width, BOTTOM, BOTTOM)
 
     def rest(self, u: Tensor, y: Tensor | None = None) -> Tensor:
         """GBlocks and the output layer: (n, W, 4, 4) -> (n, C, 32, 32) in [-1, 1]."""
         y = need_labels(self.conditional, y, "G")
         for block in self.blocks:
             u = block(u, y)
-        return torch.tanh(self.out_conv(F.relu(self.out_bn(u))))
+        return torch.tanh(self.out_conv(F.relu(self.out_bn(u))).float())
 
 
 class DBlock(nn.Module):
@@ -196,7 +196,8 @@ class BigGANDiscriminator(Discriminator):
     def trunk(self, x: Tensor) -> Tensor:
         """Blocks, ReLU, global sum pooling: (n, C, 32, 32) -> (n, W)."""
         # Sum (not mean) pooling, as in the reference: AdvAug's step size is tuned to this scale.
-        return F.relu(self.blocks(x)).sum(dim=(2, 3))
+        # Accumulated in fp32.
+        return F.relu(self.blocks(x)).sum(dim=(2, 3), dtype=torch.float32)
 
     def head(self, h: Tensor, y: Tensor | None = None) -> Tensor:
         """Linear(W, 1) plus ``<embed(y), h>`` when conditional: (n, W) -> (n,)."""
@@ -204,7 +205,7 @@ class BigGANDiscriminator(Discriminator):
         y = need_labels(self.conditional, y, "D")
         if self.embed is not None and y is not None:
             out = out + (self.embed(y) * h).sum(dim=1)
-        return out
+        return out.float()
 
 
 @torch.no_grad()

@@ -72,14 +72,14 @@ class DCGANGenerator(Generator):
 
     def stem(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """First linear layer, reshaped to the (n, 4 g_ch, 4, 4) map. ``y`` is not used here."""
-        return self.linear(z).view(z.shape[0], self.stem_ch, BASE, BASE)
+        return self.linear(z).float().view(z.shape[0], self.stem_ch, BASE, BASE)
 
     def rest(self, u: Tensor, y: Tensor | None = None) -> Tensor:
         """Upsampling blocks and the output conv: (n, 4 g_ch, 4, 4) -> (n, C, res, res)."""
         y = need_labels(self.conditional, y, "G")
         for block in self.blocks:
             u = block(u, y)
-        return torch.tanh(self.out_conv(F.relu(self.out_bn(u, y))))
+        return torch.tanh(self.out_conv(F.relu(self.out_bn(u, y))).float())
 
 
 class DCGANDiscriminator(Discriminator):
@@ -110,8 +110,8 @@ class DCGANDiscriminator(Discriminator):
 
     def trunk(self, x: Tensor) -> Tensor:
         """Convs and global sum pooling: (n, C, res, res) -> (n, F)."""
-        # Sum (not mean) pooling, as in the SNGAN/BigGAN reference Ds.
-        return self.features(x).sum(dim=(2, 3))
+        # Sum (not mean) pooling, as in the SNGAN/BigGAN reference Ds; accumulated in fp32.
+        return self.features(x).sum(dim=(2, 3), dtype=torch.float32)
 
     def head(self, h: Tensor, y: Tensor | None = None) -> Tensor:
         """Linear(F, 1) plus ``sum(embed(y) * h)`` when conditional: (n, F) -> (n,)."""
@@ -119,7 +119,7 @@ class DCGANDiscriminator(Discriminator):
         y = need_labels(self.conditional, y, "D")
         if self.embed is not None and y is not None:
             out = out + (self.embed(y) * h).sum(dim=1)
-        return out
+        return out.float()
 
 
 @MODELS.register("dcgan")

@@ -83,13 +83,13 @@ class SNGANGenerator(Generator):
 
     def stem(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """First linear layer, reshaped to the (n, Cg, 4, 4) map (the reference's ``only_l1``)."""
-        return self.l1(z).view(z.shape[0], self.ch, BOTTOM, BOTTOM)
+        return self.l1(z).float().view(z.shape[0], self.ch, BOTTOM, BOTTOM)
 
     def rest(self, u: Tensor, y: Tensor | None = None) -> Tensor:
         """Up-blocks and the output layer: (n, Cg, 4, 4) -> (n, C, 32, 32) in [-1, 1]."""
         for block in self.blocks:
             u = block(u)
-        return torch.tanh(self.c5(F.relu(self.b5(u))))
+        return torch.tanh(self.c5(F.relu(self.b5(u))).float())
 
 
 class OptimizedDisBlock(nn.Module):
@@ -156,12 +156,13 @@ class SNGANDiscriminator(Discriminator):
     def trunk(self, x: Tensor) -> Tensor:
         """Blocks, ReLU, global sum pooling: (n, C, 32, 32) -> (n, Cd)."""
         # Sum (not mean) pooling, as in the reference: AdvAug's step size is tuned to this scale.
-        return F.relu(self.blocks(x)).sum(dim=(2, 3))
+        # Accumulated in fp32.
+        return F.relu(self.blocks(x)).sum(dim=(2, 3), dtype=torch.float32)
 
     def head(self, h: Tensor, y: Tensor | None = None) -> Tensor:
         """Linear(Cd, 1): (n, Cd) -> (n,). ``y`` is ignored (unconditional)."""
         need_labels(self.conditional, y, "D")
-        return self.l5(h).squeeze(1)
+        return self.l5(h).squeeze(1).float()
 
 
 @torch.no_grad()

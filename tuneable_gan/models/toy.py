@@ -37,11 +37,11 @@ class ToyGenerator(Generator):
 
     def stem(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """First linear layer: (n, 1) -> (n, hidden)."""
-        return self.fc1(z)
+        return self.fc1(z).float()
 
     def rest(self, u: Tensor, y: Tensor | None = None) -> Tensor:
         """tanh-Linear-tanh-Linear: (n, hidden) -> (n, 1), no output activation."""
-        return self.body(u)
+        return self.body(u).float()
 
 
 class ToyDiscriminator(Discriminator):
@@ -57,11 +57,11 @@ class ToyDiscriminator(Discriminator):
 
     def trunk(self, x: Tensor) -> Tensor:
         """Everything up to the last linear: (n, 1) -> (n, hidden)."""
-        return self.body(x)
+        return self.body(x).float()
 
     def head(self, h: Tensor, y: Tensor | None = None) -> Tensor:
         """Last linear: (n, hidden) -> (n,). ``y`` is ignored."""
-        return self.fc_out(h).squeeze(1)
+        return self.fc_out(h).squeeze(1).float()
 
 
 @MODELS.register("toy")

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from tuneable_gan.config import Config
+from tuneable_gan.precision import input_grad
 from tuneable_gan.registry import Registry
 from tuneable_gan.terms import DBatch, Schedule, Term
 from tuneable_gan.training_stats import StepStats
@@ -73,7 +74,8 @@ def input_grad_norms(logits: Tensor, x: Tensor, create_graph: bool) -> Tensor:
     """Per-sample L2 norm (not squared) of d(sum logits)/dx, flattened over all but the batch dim.
 
     Summing the outputs yields per-sample gradients because D has no cross-sample operation.
-    ``retain_graph`` keeps the loss graph alive for the D backward that follows.
+    ``retain_graph`` keeps the loss graph alive for the D backward that follows. In fp32
+    whatever ``train.precision`` (``precision.input_grad``: ``x`` is fp32).
     """
-    (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=create_graph, retain_graph=True)
+    grad = input_grad(logits.sum(), x, create_graph=create_graph, retain_graph=True)
     return grad.flatten(1).norm(dim=1)

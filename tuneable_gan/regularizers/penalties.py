@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from tuneable_gan.config import Config
+from tuneable_gan.precision import input_grad
 from tuneable_gan.regularizers.base import DBatch, Regularizer, Tensor
 
 Side = Literal["real", "fake"]
@@ -44,11 +45,11 @@ def input_gradient(D: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
 
     ``x`` becomes a fresh leaf, so nothing flows back into whatever produced it (G for fakes).
     Summing the logits gives per-sample gradients because D mixes no samples. ``create_graph``
-    also retains the graph of this extra forward for the D loss's backward.
+    also retains the graph of this extra forward for the D loss's backward. The gradient is
+    fp32 whatever ``train.precision`` (``precision.input_grad``).
     """
     x = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(x, y).sum(), x, create_graph=True)
-    return grad.flatten(1)
+    return input_grad(D(x, y).sum(), x, create_graph=True).flatten(1)
 
 
 def one_centred(grad: Tensor) -> Tensor:
@@ -95,7 +96,7 @@ class SquaredGradNormPenalty(Regularizer):
             part = g[batch.n_fake:] if self.side == "real" else g[:batch.n_fake]
             return part.pow(2)
         assert batch.raw is not None and batch.raw.requires_grad, "wrt='raw' needs DBatch.raw"
-        (grad,) = torch.autograd.grad(batch.logits.sum(), batch.raw, create_graph=True)
+        grad = input_grad(batch.logits.sum(), batch.raw, create_graph=True)
         grad = grad[batch.n_fake:] if self.side == "real" else grad[:batch.n_fake]
         # Sum of squares rather than norm()**2: same value, and no sqrt to differentiate at 0.
         return grad.flatten(1).pow(2).sum(dim=1)
