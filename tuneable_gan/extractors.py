@@ -222,17 +222,28 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def ensure_digits_classifier(cache_dir: Path) -> Path:
-    """The cached classifier file, trained on first use (a few seconds) and reused after."""
+    """The cached classifier file, trained on first use (a few seconds) and reused after. A full
+    disk is one ``DiskFullError`` line naming the cache file; no partial file is left."""
+    import io
+
+    from tuneable_gan.disk import writing
+
     path = digits_classifier_path(cache_dir)
     if path.is_file():
         return path
-    with _file_lock(path):
+    with writing(path), _file_lock(path):  # the lock file and its directory need space too
         if not path.is_file():
             net, acc = train_digits_classifier()
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            buf = io.BytesIO()
             torch.save({"state_dict": net.state_dict(), "recipe": json.dumps(asdict(DIGITS_RECIPE)),
-                        "test_accuracy": acc}, tmp)
-            os.replace(tmp, path)
+                        "test_accuracy": acc}, buf)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            with writing(path, need=buf.getbuffer().nbytes):
+                try:
+                    tmp.write_bytes(buf.getvalue())
+                    os.replace(tmp, path)
+                finally:
+                    tmp.unlink(missing_ok=True)
     return path
 
 

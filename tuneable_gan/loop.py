@@ -14,11 +14,16 @@ checkpoints go, and that is a sink (``Sink``):
 A row holds the step's training metrics (recorded by the step's terms where they are computed,
 ``training_stats``), the phase's description, the measured sparsity and, at an evaluation, the
 evaluation's metrics. A NaN or inf stops the loop: each sink is told once (``on_diverged``).
+
+A caller may also ask the loop to stop (``should_stop``, e.g. the command line's Ctrl-C): the
+request is read only between complete G iterations, after the sinks ran, so whatever the caller
+saves then is the state of a step boundary and a resumed run continues bitwise as if never
+stopped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,9 +68,17 @@ class Sink(Protocol):
         ...
 
 
-def run(trainer: GANTrainer, sinks: Sequence[Sink]) -> bool:
-    """Train until the trainer's schedule is done; True if it finished, False if it diverged."""
-    while not trainer.finished:
+def never() -> bool:
+    """The default ``should_stop``: train to the end."""
+    return False
+
+
+def run(trainer: GANTrainer, sinks: Sequence[Sink],
+        should_stop: Callable[[], bool] = never) -> bool:
+    """Train until the trainer's schedule is done or ``should_stop()`` (asked before every G
+    iteration, so never inside one); False if it diverged, else True (``trainer.finished``
+    tells a finished run from a stopped one)."""
+    while not trainer.finished and not should_stop():
         try:
             metrics = trainer.train_step()
         except Diverged as e:

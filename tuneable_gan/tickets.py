@@ -15,7 +15,8 @@ shared mount whose ``flock`` works across hosts, e.g. NFSv4 or Lustre mounted wi
 
 Every file is written to a temporary name, fsynced and then linked into place without
 overwriting (first writer wins), so a reader sees a complete file or none, and a round, once
-stored, never changes under the trials that have read it. All files load with
+stored, never changes under the trials that have read it. A full disk is one ``DiskFullError``
+line (``disk.writing``) and leaves no temporary file behind. All files load with
 ``torch.load(weights_only=True)``.
 """
 
@@ -25,6 +26,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -39,6 +41,7 @@ import torch
 
 from tuneable_gan.checkpoint import fsync_dir
 from tuneable_gan.config import Config
+from tuneable_gan.disk import FULL, writing
 
 # Bumped when the stage-I procedure or the file format changes: old tickets then stop matching.
 TICKET_FORMAT = 1
@@ -95,30 +98,37 @@ def ticket_key(cfg: Config) -> str:
 
 
 def _write_once(path: Path, obj: Any) -> bool:
-    """Write ``obj`` to ``path`` atomically unless it exists; True if this call wrote it."""
+    """Write ``obj`` to ``path`` atomically unless it exists; True if this call wrote it. A
+    full disk is one ``DiskFullError`` line; no temporary file stays behind."""
     if path.exists():
         return False
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    with writing(path, need=len(data)):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            # link, unlike rename, refuses to replace: the first complete copy wins.
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError:
-            # Filesystems without hard links: rename (atomic, but the last writer wins).
-            if path.exists():
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                # link, unlike rename, refuses to replace: the first complete copy wins.
+                os.link(tmp, path)
+            except FileExistsError:
                 return False
-            os.replace(tmp, path)
-        fsync_dir(path.parent)
-        return True
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            except OSError as e:
+                if e.errno in FULL:
+                    raise
+                # Filesystems without hard links: rename (atomic, but the last writer wins).
+                if path.exists():
+                    return False
+                os.replace(tmp, path)
+            fsync_dir(path.parent)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -180,12 +190,19 @@ class TicketStore:
         once, before the round file), the rest to the round file. ``fields`` (e.g.
         ``ticket_fields(cfg)``) is written once to ``fields.json`` for humans."""
         d = self.key_dir(key)
-        d.mkdir(parents=True, exist_ok=True)
+        with writing(d):
+            d.mkdir(parents=True, exist_ok=True)
         if fields is not None and not (d / "fields.json").exists():
-            fd, tmp = tempfile.mkstemp(prefix=".fields.json.", suffix=".tmp", dir=d)
-            with os.fdopen(fd, "w") as f:
-                json.dump(fields, f, indent=1, sort_keys=True, default=str)
-            os.replace(tmp, d / "fields.json")
+            text = json.dumps(fields, indent=1, sort_keys=True, default=str).encode()
+            with writing(d / "fields.json", need=len(text)):
+                fd, tmp = tempfile.mkstemp(prefix=".fields.json.", suffix=".tmp", dir=d)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(text)
+                    os.replace(tmp, d / "fields.json")
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
         init = {k: payload[k] for k in INIT_KEYS if k in payload}
         if init:
             _write_once(d / "init.pt", init)
