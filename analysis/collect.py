@@ -4,14 +4,18 @@ Reads what Ray Tune and ``tuneable_gan.tune.launch`` wrote, file by file, throug
 filesystems (a local path or a URI such as ``s3://bucket/prefix/name``), without importing ray:
 
 * ``tuneable_gan_sweep.yaml``: the sweep (axes -> the swept factors; train.steps; tune settings);
-* ``experiment_state-*.json``: each trial's status (TERMINATED, ERROR, RUNNING, PENDING ...);
+* ``tuneable_gan_driver.yaml``: whether the sweep's driver is running or has ended;
+* ``experiment_state-*.json``: each trial's status (TERMINATED, ERROR, RUNNING, PENDING ...),
+  its failure count and its last result as Ray saw them (read as plain JSON, never unpickled);
 * ``trial_<id>/result.json`` (one JSON row per report), ``params.json``, ``error.txt``.
 
 Every row carries the trial's config as dotted columns, every metric it reported, and the
 trial's ``status`` (see ``STATUSES``), ``stopped_at`` (the step an early-stopped trial reached),
-``status_reason`` and ``last_report``. A trial that never reported gets one row with ``step``
-NaN, so trial counts stay complete. Rows repeated by a restore after a hard kill are
-de-duplicated on (trial, step), keeping the last (docs/ray.md 5.1).
+``status_reason``, ``log_problem`` (a torn or missing ``result.json`` line, said once per
+trial; "" when the log is whole) and ``last_report``. A trial that never reported gets one row
+with ``step`` NaN, so trial counts stay complete. Rows repeated by a restore after a hard kill
+are de-duplicated on (trial, step), keeping the last (docs/ray.md 5.1); a last report that
+``result.json`` lost but Ray's experiment state holds is taken from there.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,30 +32,27 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
+from analysis import output
+from analysis.trial_status import (
+    StateEntry,
+    Trial,
+    decide,
+    last_line,
+    parse_failures,
+    parse_rows,
+    recover,
+)
 from tuneable_gan.constants import SEED_KEY, SPEC_FILE
 from tuneable_gan.errors import UserError
+from tuneable_gan.tune import driver_state
 
 STATUSES = ("finished", "stopped", "diverged", "errored", "running")
 META_KEY = b"tuneable_gan"
 # Ray rewrites its experiment state every ~10 s while the driver lives, and syncs it to remote
 # storage every 300 s; a quarter hour without any write means the driver is gone.
 STALE_AFTER_S = 900.0
-_LIVE = ("RUNNING", "PENDING", "PAUSED")
 _DROP = ("config",)  # the nested copy of the swept keys; the flat dotted columns hold them all
 _TRIAL_FILES = {"result.json", "params.json", "error.txt", "error.pkl"}
-
-
-@dataclass
-class _Trial:
-    trial_id: str
-    dirname: str | None = None
-    state: str | None = None
-    error: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    mtime: float = 0.0
-
-
 def filesystem(experiment: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     """(pyarrow filesystem, path inside it) for a local path or a URI."""
     text = os.fspath(experiment)
@@ -81,10 +81,14 @@ def read_sweep(experiment: str | os.PathLike[str]) -> dict[str, Any]:
     """The sweep document stored beside the results (``SweepSpec.to_dict()`` as YAML)."""
     fs, root = filesystem(experiment)
     try:
-        doc = yaml.safe_load(_read(fs, f"{root}/{SPEC_FILE}"))
+        with fs.open_input_stream(f"{root}/{SPEC_FILE}") as f:
+            doc = yaml.safe_load(f.read().decode())
     except (FileNotFoundError, OSError):
         raise UserError(f"{os.fspath(experiment)} is not a tuneable-gan experiment "
                         f"(no {SPEC_FILE}; run `tuneable-gan sweep` to make one)") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{os.fspath(experiment)}/{SPEC_FILE} is not text (a binary file?): "
+                        "not a stored sweep") from None
     except yaml.YAMLError:
         raise UserError(f"{os.fspath(experiment)}/{SPEC_FILE} is not valid YAML") from None
     if not isinstance(doc, dict):
@@ -97,29 +101,8 @@ def swept_factors(doc: dict[str, Any]) -> list[str]:
     return [k for k in (doc.get("space") or {}) if k != SEED_KEY]
 
 
-def _parse_rows(text: str) -> list[dict[str, Any]]:
-    rows = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            # A running trial's last line can be half-written; the next collect will read it.
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else "error"
-
-
-def _load_state(fs: pafs.FileSystem,
-                files: list[pafs.FileInfo]) -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """trial_id -> (status, relative dir, config) from the newest experiment state file."""
+def _load_state(fs: pafs.FileSystem, files: list[pafs.FileInfo]) -> dict[str, StateEntry]:
+    """trial_id -> what the newest experiment state file says of it."""
     states = sorted((f for f in files if f.base_name.startswith("experiment_state-")
                      and f.base_name.endswith(".json")), key=lambda f: (f.mtime_ns or 0, f.path))
     if not states:
@@ -129,36 +112,54 @@ def _load_state(fs: pafs.FileSystem,
     except (json.JSONDecodeError, OSError):
         return {}  # caught mid-write; statuses then come from the trial files alone
     out = {}
-    for entry in doc.get("trial_data", []):
+    for entry in doc.get("trial_data", []) if isinstance(doc, dict) else []:
         try:
             info = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
             cfg = info.get("config") if isinstance(info.get("config"), dict) else {}
-            out[str(info["trial_id"])] = (str(info.get("status")),
-                                          str(info.get("relative_logdir") or ""), cfg)
-        except (KeyError, TypeError, IndexError, json.JSONDecodeError):
+            state = StateEntry(str(info.get("status")), str(info.get("relative_logdir") or ""), cfg)
+            out[str(info["trial_id"])] = state
+        except (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError):
             continue
+        try:  # the run metadata: failures and the last result (cloudpickled parts unread)
+            meta = json.loads(entry[1]) if isinstance(entry[1], str) else entry[1]
+            if isinstance(meta.get("num_failures"), int):
+                state.failures = meta["num_failures"]
+            last = meta.get("last_result")
+            if isinstance(last, dict) and isinstance(last.get("step"), (int, float)):
+                state.last_result = last
+        except (TypeError, IndexError, AttributeError, json.JSONDecodeError):
+            pass
     return out
 
 
-def _scan(fs: pafs.FileSystem, root: str) -> tuple[list[_Trial], float]:
+def _driver_ended(fs: pafs.FileSystem, root: str) -> bool:
+    """Whether the sweep's driver recorded its end (``tuneable_gan.tune.driver_state``)."""
+    try:
+        found = driver_state.parse(_read(fs, f"{root}/{driver_state.DRIVER_FILE}"))
+    except (FileNotFoundError, OSError):
+        return False
+    return found is not None and found[0] == "ended"
+
+
+def _scan(fs: pafs.FileSystem, root: str) -> tuple[list[Trial], float]:
     files = _info(fs, root)
     if not files:
         raise UserError(f"{root}: no such experiment directory")
     latest = max((f.mtime.timestamp() for f in files if f.mtime and
                   f.base_name.startswith("experiment_state-")), default=0.0)
     state = _load_state(fs, files)
-    by_dir = {d: tid for tid, (_, d, _) in state.items() if d}
-    trials: dict[str, _Trial] = {}
+    by_dir = {st.dirname: tid for tid, st in state.items() if st.dirname}
+    trials: dict[str, Trial] = {}
     for d in files:
         if d.type != pafs.FileType.Directory or d.base_name.startswith("."):
             continue
         inside = {f.base_name: f for f in _info(fs, d.path)}
         if not set(inside) & _TRIAL_FILES and d.base_name not in by_dir:
             continue  # not a trial directory (e.g. a report written into the experiment)
-        t = _Trial(trial_id=by_dir.get(d.base_name) or d.base_name.removeprefix("trial_"),
+        t = Trial(trial_id=by_dir.get(d.base_name) or d.base_name.removeprefix("trial_"),
                    dirname=d.base_name)
         if "result.json" in inside:
-            t.rows = _parse_rows(_read(fs, inside["result.json"].path))
+            t.rows, t.torn, t.torn_step = parse_rows(_read(fs, inside["result.json"].path))
             mt = inside["result.json"].mtime
             t.mtime = mt.timestamp() if mt else 0.0
         if "params.json" in inside:
@@ -167,41 +168,20 @@ def _scan(fs: pafs.FileSystem, root: str) -> tuple[list[_Trial], float]:
             except json.JSONDecodeError:
                 t.params = {}
         if "error.txt" in inside:
-            t.error = _last_line(_read(fs, inside["error.txt"].path))
+            text = _read(fs, inside["error.txt"].path)
+            t.error = last_line(text)
+            t.failures, t.failed_at = parse_failures(text)
         elif "error.pkl" in inside:
-            t.error = "error.pkl present"
+            t.error, t.failures = "error.pkl present", 1
         if t.rows and "trial_id" in t.rows[-1]:
             t.trial_id = str(t.rows[-1]["trial_id"])
         trials[t.trial_id] = t
-    for tid, (status, d, cfg) in state.items():
-        t = trials.setdefault(tid, _Trial(trial_id=tid, dirname=d or None))
-        t.state, t.params = status, t.params or cfg
+    for tid, st in state.items():
+        t = trials.setdefault(tid, Trial(trial_id=tid, dirname=st.dirname or None))
+        t.state, t.params = st.status, t.params or st.config
+        t.state_failures, t.state_result = st.failures, st.last_result
     latest = max([latest, *(t.mtime for t in trials.values())])
     return sorted(trials.values(), key=lambda t: t.trial_id), latest
-
-
-def _status(t: _Trial, rows: list[dict[str, Any]], steps: int | None,
-            alive: bool) -> tuple[str, int | None, str]:
-    """(status, stopped_at, reason) of one trial; the order of the rules is the decision."""
-    rows = [r for r in rows if r.get("step") is not None]
-    last = rows[-1] if rows else None
-    step = int(last["step"]) if last else None
-    if any(bool(r.get("diverged")) for r in rows):
-        return "diverged", None, f"losses became NaN/inf at step {step}"
-    # Reaching train.steps is final whatever a lagging experiment state says (docs/ray.md 5.1).
-    if step is not None and steps is not None and step >= steps:
-        return "finished", None, ""
-    if t.state == "ERROR":
-        return "errored", None, t.error or "Tune marked the trial ERROR"
-    if alive and (t.state in _LIVE or (t.state is None and not (last or {}).get("done"))):
-        return "running", None, "pending" if t.state == "PENDING" else ""
-    if step is not None and (t.state == "TERMINATED" or (t.state is None and last.get("done"))):
-        return "stopped", step, f"stopped early at step {step} of {steps}"
-    if t.error:
-        return "errored", None, t.error
-    where = f"step {step}" if step is not None else "no report"
-    return "errored", None, f"experiment not running and trial ended at {where} without a " \
-                            "final report (interrupted? `tuneable-gan resume` continues it)"
 
 
 def collect(experiment: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
@@ -217,15 +197,22 @@ def collect(experiment: str | os.PathLike[str], out: str | os.PathLike[str] | No
     fs, root = filesystem(experiment)
     doc = read_sweep(experiment)
     trials, latest = _scan(fs, root)
-    alive = (time.time() if now is None else now) - latest < stale_after_s
+    # The driver's recorded end wins; a driver killed outright is told by the silence.
+    alive = not _driver_ended(fs, root) and \
+        (time.time() if now is None else now) - latest < stale_after_s
     base = dict(doc.get("base") or {})
+    fifo = (doc.get("tune") or {}).get("scheduler", "fifo") == "fifo"
     records: list[dict[str, Any]] = []
     for t in trials:
-        rows = _dedup(t.rows)
+        rows, problem = recover(t, t.rows)
+        rows = _dedup(rows)
         cfg_steps = (rows[-1] if rows else {}).get("train.steps", base.get("train.steps"))
-        status, stopped_at, reason = _status(t, rows, cfg_steps, alive)
+        status, stopped_at, reason = decide(t, rows, cfg_steps, alive, fifo)
+        if status == "finished" and reason:  # finished, though result.json lacks reports
+            problem = "; ".join(p for p in (problem, reason) if p)
         extra = {"trial_id": t.trial_id, "trial_dir": t.dirname, "status": status,
-                 "stopped_at": stopped_at, "status_reason": reason}
+                 "stopped_at": stopped_at, "status_reason": reason,
+                 "log_problem": problem}
         if not rows:
             records.append(_config(doc, t.params) | {"step": None, "last_report": True} | extra)
         for i, r in enumerate(rows):
@@ -305,9 +292,14 @@ def write_parquet(df: pd.DataFrame, out: str | os.PathLike[str]) -> None:
     meta = dict(table.schema.metadata or {})
     meta[META_KEY] = json.dumps(df.attrs, default=str).encode()
     fs, path = filesystem(out)
-    if isinstance(fs, pafs.LocalFileSystem):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table.replace_schema_metadata(meta), path, filesystem=fs)
+    table = table.replace_schema_metadata(meta)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        pq.write_table(table, path, filesystem=fs)
+        return
+    output.make_dir(Path(path).parent)
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    output.write_bytes(Path(path), buf.getvalue().to_pybytes())
 
 
 def read_collected(path: str | os.PathLike[str]) -> pd.DataFrame:

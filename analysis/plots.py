@@ -13,6 +13,7 @@ supports it; otherwise the result says why not.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import tempfile
@@ -28,6 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
 
+from analysis import output  # noqa: E402
 from analysis.collect import filesystem  # noqa: E402
 from analysis.stats import cell_label, direction  # noqa: E402
 
@@ -50,12 +52,16 @@ class PlotResult:
 
 
 def _save(fig: Any, out_dir: Path, name: str, svg: bool = True) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output.make_dir(out_dir)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"][:2 if svg else 1]
     fig.tight_layout()
-    for p in paths:
-        fig.savefig(p, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        for p in paths:
+            buf = io.BytesIO()
+            fig.savefig(buf, format=p.suffix[1:], dpi=100, bbox_inches="tight")
+            output.write_bytes(p, buf.getvalue())
+    finally:
+        plt.close(fig)
     return paths
 
 

@@ -14,6 +14,7 @@ import html
 import math
 import shlex
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,13 +23,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis import plots, stats, tables, tickets
-from analysis.collect import STATUSES, collect, trial_table, write_parquet
+from analysis import output, plots, stats, tables, tickets
+from analysis.collect import STATUSES, collect, read_collected, trial_table, write_parquet
 from tuneable_gan.errors import UserError
 
 _EXTRAS = ("is_mean", "kid", "precision", "recall", "density", "coverage", "modes_covered",
            "w1")  # shown beside the metric when reported
 Block = tuple[str, Any]
+RESULTS = "results.parquet"
 
 
 def parse_baseline(items: Sequence[str]) -> dict[str, Any]:
@@ -74,15 +76,17 @@ def _best_config(experiment: str, row: pd.Series, last: pd.DataFrame, out: Path)
         fs, ckpt = found
         try:
             with fs.open_input_stream(f"{ckpt}/config.yaml") as f:
-                path.write_bytes(f.read())
-            return path
+                data = f.read()
         except OSError:
-            pass  # fall back to the config the trial reported
+            data = None  # fall back to the config the trial reported
+        if data is not None:
+            output.write_bytes(path, data)
+            return path
     from tuneable_gan.config import valid_keys
 
     rep = last[last["trial_id"] == row["trial_id"]].iloc[0]
     cfg = {k: _plain(rep[k]) for k in valid_keys() if k in rep.index}
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    output.write_text(path, yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
@@ -138,6 +142,7 @@ def build_report(experiment: str, out: str | None = None,
         out = f"report-{attrs['name']}" if remote else str(Path(experiment) / "report")
     if "://" in str(out):
         raise UserError(f"--out must be a local directory, got {out}")
+    dest = output.check_out_dir(out)
     metric = metric or attrs.get("tune", {}).get("metric") or "fid"
     if df["step"].notna().sum() == 0:
         last = trial_table(df)
@@ -156,9 +161,8 @@ def build_report(experiment: str, out: str | None = None,
         stats.find_cell(stats.trial_values(df, [metric]), baseline, factors)
     values = _values(df, metric)
     last = trial_table(df)
-    dest = Path(out).expanduser().resolve()
-    dest.mkdir(parents=True, exist_ok=True)
-    write_parquet(df, dest / "results.parquet")
+    output.make_dir(dest)
+    write_parquet(df, dest / RESULTS)
 
     readings: list[tuple[str, int | None]] = [("final", None)]
     at = stats.common_step(df)
@@ -226,14 +230,28 @@ def build_report(experiment: str, out: str | None = None,
     if not errored.empty:
         tail += [("h2", "Errored trials"),
                  ("kv", [(r.trial_id, r.status_reason) for r in errored.itertuples()])]
+    damaged = damaged_logs(last)
+    if damaged:
+        tail += [("h2", "Damaged trial logs"),
+                 ("p", "These trials' result.json is not whole; their statuses come from what "
+                       "Ray's experiment state and the sweep say they did."),
+                 ("kv", damaged)]
     elapsed = time.perf_counter() - t0
     n_reports = int(df["step"].notna().sum())
     tail.append(("p", f"Built in {elapsed:.1f} s from {len(last)} trials, {n_reports} reports."))
     doc = head + blocks + tail
-    (dest / "report.md").write_text(_markdown(doc, dest))
+    output.write_text(dest / "report.md", _markdown(doc, dest))
     path = dest / "report.html"
-    path.write_text(_html(doc, attrs["name"]))
+    output.write_text(path, _html(doc, attrs["name"]))
     return path
+
+
+def damaged_logs(last: pd.DataFrame) -> list[tuple[str, str]]:
+    """(trial, what is wrong) for each trial whose result.json is torn or incomplete."""
+    if "log_problem" not in last:
+        return []
+    return [(str(t), str(p)) for t, p in zip(last["trial_id"], last["log_problem"])
+            if isinstance(p, str) and p]
 
 
 def _markdown(doc: list[Block], dest: Path) -> str:
@@ -296,6 +314,8 @@ def run(experiment: str, out: str | None = None, baseline: Sequence[str] = (),
         metric: str | None = None) -> int:
     """``tuneable-gan report``: build the report and print where it is; returns 0."""
     path = build_report(experiment, out, parse_baseline(baseline) if baseline else None, metric)
+    for trial, problem in damaged_logs(trial_table(read_collected(path.parent / RESULTS))):
+        print(f"tuneable-gan: warning: trial {trial}: {problem}", file=sys.stderr)
     print(f"report: {path}")
     print(f"tables: {path.parent / 'ablation.md'} (.tex, .csv); data: "
           f"{path.parent / 'results.parquet'}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import output
 from analysis.stats import direction, fmt_value, plain_value
 
 _TEST_ABBR = {"paired t": "t", "Wilcoxon": "W"}
@@ -187,9 +188,9 @@ def to_csv(table: Table) -> str:
 def write_tables(table: Table, out_dir: str | Path, stem: str = "ablation") -> dict[str, Path]:
     """``<stem>.md``, ``<stem>.tex`` and ``<stem>.csv`` in ``out_dir``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    output.make_dir(out)
     paths = {"md": out / f"{stem}.md", "tex": out / f"{stem}.tex", "csv": out / f"{stem}.csv"}
-    paths["md"].write_text(to_markdown(table))
-    paths["tex"].write_text(to_latex(table, label=f"tab:{stem}"))
-    paths["csv"].write_text(to_csv(table))
+    output.write_text(paths["md"], to_markdown(table))
+    output.write_text(paths["tex"], to_latex(table, label=f"tab:{stem}"))
+    output.write_text(paths["csv"], to_csv(table))
     return paths

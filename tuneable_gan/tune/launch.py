@@ -1,14 +1,17 @@
 """Build and run (or resume) a Tune experiment from a SweepSpec.
 
 Searcher (random | grid | optuna), scheduler (fifo | asha), per-trial resources, concurrency,
-failure policy, checkpoint retention, local or remote storage, and an existing cluster.
+failure policy, checkpoint retention, local or remote storage, and an existing cluster. Every
+check a user can fail (name, storage, resources) runs before anything is written; the stored
+spec, the integrity record (``integrity``) and the driver state (``driver_state``) are written
+with ``disk.writing``, and resume verifies the record before Ray unpickles anything.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,13 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from tuneable_gan.constants import SPEC_FILE
-from tuneable_gan.errors import UserError
+from tuneable_gan.disk import writing
+from tuneable_gan.errors import ConfigError, UserError
+from tuneable_gan.tune import driver_state, integrity
 from tuneable_gan.tune.space import SweepSpec, spec_from_dict
 from tuneable_gan.tune.trainable import TrialContext, ticket_root, train_gan
+
+TUNER_FILE = "tuner.pkl"  # Ray's own name (ray.tune.impl.tuner_internal)
 
 
 def connect(address: str | None = None, num_cpus: int | None = None,
@@ -74,17 +81,61 @@ def experiment_path(spec: SweepSpec) -> str:
     return f"{storage_root(spec.tune.storage).rstrip('/')}/{spec.name}"
 
 
-def _write_text(uri: str, text: str) -> None:
-    fs, path = pyarrow.fs.FileSystem.from_uri(uri) if "://" in uri else (
+def check_name(name: str, what: str = "name") -> None:
+    """Refuse an experiment name that is not one directory inside the storage (``..``, ``.``,
+    an absolute path, ``a/b``): the experiment would be written elsewhere."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise ConfigError(f"{what} {name!r}: an experiment name must be one directory name "
+                          "inside the storage (letters, digits, '_', '-', '.'; not '.' or "
+                          "'..', no '/'), else the experiment would be written outside it")
+
+
+def check_storage(spec: SweepSpec) -> None:
+    """Refuse a local storage that is a file or cannot be written, before anything is."""
+    if "://" in spec.tune.storage:
+        return  # remote: the first write (the stored spec) reports a failure in one line
+    probe = Path(experiment_path(spec))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent  # the nearest existing directory is where the first write lands
+    if not probe.is_dir():
+        raise ConfigError(f"tune.storage (--storage): {probe} is a file, not a directory; "
+                          "choose a directory for the experiments")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"tune.storage (--storage): cannot write in {probe} (permission "
+                          "denied); choose a directory you can write to")
+
+
+def _fs(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    return pyarrow.fs.FileSystem.from_uri(uri) if "://" in uri else (
         pyarrow.fs.LocalFileSystem(), uri)
-    fs.create_dir(str(Path(path).parent), recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
+
+
+def _write_text(uri: str, text: str) -> None:
+    """Write ``text`` to ``uri`` (atomically on a local disk); a failure is one line."""
+    fs, path = _fs(uri)
+    data = text.encode()
+    local = isinstance(fs, pyarrow.fs.LocalFileSystem)
+    tmp = f"{path}.{os.getpid()}.tmp" if local else path
+    try:
+        with writing(path, need=len(data)):
+            fs.create_dir(str(Path(path).parent), recursive=True)
+            with fs.open_output_stream(tmp) as f:
+                f.write(data)
+            if local:
+                os.replace(tmp, path)
+    except (OSError, pyarrow.ArrowException) as e:
+        raise UserError(f"cannot write {uri}: {_why(e)}") from None
+    finally:
+        if local:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _why(e: BaseException) -> str:
+    return (getattr(e, "strerror", None) or str(e).splitlines()[0] or type(e).__name__).strip()
 
 
 def _read_text(uri: str) -> str:
-    fs, path = pyarrow.fs.FileSystem.from_uri(uri) if "://" in uri else (
-        pyarrow.fs.LocalFileSystem(), uri)
+    fs, path = _fs(uri)
     with fs.open_input_stream(path) as f:
         return f.read().decode()
 
@@ -117,8 +168,10 @@ def trainable(spec: SweepSpec, fn: Callable[..., None] = train_gan) -> Any:
     return tune.with_resources(fn, {"cpu": res.get("cpu", 1), "gpu": res.get("gpu", 0)})
 
 
-def build_tuner(spec: SweepSpec, fn: Callable[..., None] = train_gan) -> tune.Tuner:
-    """A Tuner for ``spec`` running ``fn`` (default ``train_gan``); call ``.fit()``."""
+def build_tuner(spec: SweepSpec, fn: Callable[..., None] = train_gan,
+                callbacks: Sequence[tune.Callback] = ()) -> tune.Tuner:
+    """A Tuner for ``spec`` running ``fn`` (default ``train_gan``); call ``.fit()``. It keeps
+    the experiment's integrity record (``integrity.IntegrityRecorder``) besides ``callbacks``."""
     t = spec.tune
     return tune.Tuner(
         trainable(spec, fn),
@@ -131,6 +184,7 @@ def build_tuner(spec: SweepSpec, fn: Callable[..., None] = train_gan) -> tune.Tu
             reuse_actors=True),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage_root(t.storage),
+            callbacks=[integrity.IntegrityRecorder(), *callbacks],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=t.num_to_keep),
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             verbose=1),
@@ -138,14 +192,30 @@ def build_tuner(spec: SweepSpec, fn: Callable[..., None] = train_gan) -> tune.Tu
 
 
 def run_sweep(spec: SweepSpec, address: str | None = None,
-              fn: Callable[..., None] = train_gan) -> tune.ResultGrid:
-    """Connect, check resources, store the spec beside the results, run the sweep."""
+              fn: Callable[..., None] = train_gan,
+              callbacks: Sequence[tune.Callback] = ()) -> tune.ResultGrid:
+    """Check the name and the storage, connect, check resources, store the spec beside the
+    results, seal it and Ray's ``tuner.pkl`` in the integrity record, run the sweep."""
+    check_name(spec.name)
+    check_storage(spec)
+    integrity.load_key(create=True)  # a key problem stops the sweep before it starts
     connect(address)
     check_resources(spec)
     _warn_tickets(spec)
-    _write_text(f"{experiment_path(spec)}/{SPEC_FILE}",
-                yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    return build_tuner(spec, fn).fit()
+    path = experiment_path(spec)
+    _write_text(f"{path}/{SPEC_FILE}", yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    tuner = build_tuner(spec, fn, callbacks)
+    integrity.seal(path, [SPEC_FILE, TUNER_FILE])
+    return _fit(tuner, path)
+
+
+def _fit(tuner: tune.Tuner, path: str) -> tune.ResultGrid:
+    """``tuner.fit()`` between the driver-state marks "running" and "ended"."""
+    _write_text(f"{path}/{driver_state.DRIVER_FILE}", driver_state.render("running"))
+    try:
+        return tuner.fit()
+    finally:
+        _write_text(f"{path}/{driver_state.DRIVER_FILE}", driver_state.render("ended"))
 
 
 def _warn_tickets(spec: SweepSpec) -> None:
@@ -160,24 +230,60 @@ def _warn_tickets(spec: SweepSpec) -> None:
 def load_experiment_spec(experiment: str) -> SweepSpec:
     """The SweepSpec stored beside an experiment's results by ``run_sweep``."""
     path = storage_root(experiment)
+    where = f"{path}/{SPEC_FILE}"
     try:
-        text = _read_text(f"{path}/{SPEC_FILE}")
-    except (FileNotFoundError, OSError):
+        text = _read_text(where)
+    except IsADirectoryError:
+        raise UserError(f"{where} is a directory, not a stored sweep") from None
+    except (FileNotFoundError, NotADirectoryError):
         raise UserError(f"{experiment} is not a tuneable-gan experiment (no {SPEC_FILE})") from None
-    return spec_from_dict(yaml.safe_load(text), source=f"{path}/{SPEC_FILE}")
+    except UnicodeDecodeError:
+        raise UserError(f"{where} is not text (a binary file?): not a stored sweep") from None
+    except (OSError, pyarrow.ArrowException) as e:
+        raise UserError(f"cannot read {where}: {_why(e)}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise UserError(f"{where} is not valid YAML: not a stored sweep") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{where} is not a sweep document (a mapping with name, base, space, "
+                        "tune)")
+    return spec_from_dict(doc, source=where)
 
 
 def resume_sweep(experiment: str, address: str | None = None,
-                 fn: Callable[..., None] = train_gan) -> tuple[tune.ResultGrid, SweepSpec]:
+                 fn: Callable[..., None] = train_gan,
+                 trust: bool = False) -> tuple[tune.ResultGrid, SweepSpec]:
     """Continue an interrupted experiment: unfinished and errored trials go on from their
-    checkpoints; finished ones are not rerun."""
+    checkpoints; finished ones are not rerun. Every file Ray would unpickle must match the
+    experiment's integrity record under this user's key (``integrity.verify``), unless
+    ``trust``: then the directory's files are adopted into a new record."""
     path = storage_root(experiment)
     spec = load_experiment_spec(experiment)
-    if not tune.Tuner.can_restore(path):
+    if not tune.Tuner.can_restore(path):  # only looks for tuner.pkl, reads nothing
         raise UserError(f"{experiment} has no Tune experiment state to resume")
+    if trust:
+        integrity.seal(path)
+    else:
+        integrity.verify(path)
     connect(address)
     check_resources(spec)
     _warn_tickets(spec)
     tuner = tune.Tuner.restore(path, trainable=trainable(spec, fn), resume_unfinished=True,
                                resume_errored=True, restart_errored=False)
-    return tuner.fit(), spec
+    _keep_recording(tuner)
+    return _fit(tuner, path), spec
+
+
+def _keep_recording(tuner: tune.Tuner) -> None:
+    """Make sure the restored run keeps the record current (an experiment sealed by a trusted
+    resume may come from a sweep that had no recorder)."""
+    # Tuner.restore takes the RunConfig, callbacks included, from tuner.pkl and has no public
+    # way to add one; the internal tuner's RunConfig is what fit() reads.
+    internal = getattr(tuner, "_local_tuner", None)
+    if internal is None:
+        return  # Ray Client: the run config lives on the cluster, as tuner.pkl left it
+    run_config = internal.get_run_config()
+    callbacks = list(run_config.callbacks or [])
+    if not any(isinstance(c, integrity.IntegrityRecorder) for c in callbacks):
+        run_config.callbacks = [integrity.IntegrityRecorder(), *callbacks]
