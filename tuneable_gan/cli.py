@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneable_gan.config import expand_preset, flatten, load_config, parse_override, read_yaml
-from tuneable_gan.errors import UserError
+from tuneable_gan.clip import clip_line, clip_lines
+from tuneable_gan.config import expand_preset, flatten, parse_override, read_yaml
+from tuneable_gan.errors import ConfigError, UserError
 
 EXIT_USER = 2
 
@@ -51,35 +52,67 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("experiment", help="the experiment directory (<storage>/<name>)")
     r.add_argument("--address", help="Ray cluster address, or auto for the cluster on this machine "
                    "(default: RAY_ADDRESS, else a new local instance)")
+    r.add_argument("--trust-experiment-dir", action="store_true",
+                   help="resume although the experiment's integrity record does not vouch for "
+                   "the pickles Ray will load (runs any code planted there; only for a "
+                   "directory nobody else can write to)")
     return p
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Run (or resume) one training run; see the module docstring for the exit codes."""
+    """Run (or resume) one training run; see the module docstring for the exit codes. A key
+    the config sets that its methods do not read is refused before anything runs."""
+    from tuneable_gan.reads import check_run
     from tuneable_gan.run_dir import train
 
+    if _is_space(args.config):
+        raise ConfigError(f"{args.config} is a search space, not a run config; run it with "
+                          "tuneable-gan sweep (or train its base)")
+    _, warnings = check_run(flatten(read_yaml(args.config)),
+                            dict(parse_override(o) for o in args.overrides))
+    for w in warnings:
+        print(clip_line(f"tuneable-gan: warning: {w}"), file=sys.stderr)
     return train(args.config, args.overrides, Path(args.out), resume=args.resume,
                  quiet=args.quiet)
 
 
 def _is_space(path: str) -> bool:
-    return "space" in read_yaml(path)
+    doc = read_yaml(path)  # a bad file is refused before anything is imported for it
+    from tuneable_gan.tune.space_checks import is_space_document
+
+    return is_space_document(doc)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check a run config or a search space (schema and availability) and summarise it."""
+    """Check a run config or a search space as ``train`` and ``sweep`` would: the schema, the
+    keys the chosen methods read, and every check ``train`` runs before its first step (without
+    training or writing; what this machine cannot check is said), then summarise it."""
     if not _is_space(args.config):
-        cfg = load_config(args.config, args.overrides)
+        from tuneable_gan.preflight import preflight
+        from tuneable_gan.reads import check_run
+
+        doc = flatten(read_yaml(args.config))
+        overrides = dict(parse_override(o) for o in args.overrides)
+        cfg, warnings = check_run(doc, overrides)
+        notes = preflight(cfg)
         print(cfg.to_yaml(), end="")
-        _, from_preset = expand_preset(flatten(read_yaml(args.config)) | dict(
-            parse_override(o) for o in args.overrides))
+        _, from_preset = expand_preset(doc | overrides)
         for key, name in from_preset.items():
             print(f"# {key}: {cfg.flat()[key]!r} from preset {name}", file=sys.stderr)
-        print(f"# {args.config}: valid", file=sys.stderr)
+        for line in [*(f"tuneable-gan: warning: {w}" for w in warnings),
+                     *(f"# {n}" for n in notes)]:
+            print(clip_line(line), file=sys.stderr)
+        print(f"# {args.config}: valid (train's checks before its first step pass"
+              f"{', but for what is noted' if notes else ''})", file=sys.stderr)
         return 0
     from tuneable_gan.tune.space import load_space
 
     spec = load_space(args.config).with_overrides(args.overrides)
+    problems, notes = spec.preflight()
+    if problems:
+        raise ConfigError(problems)
+    for w in spec.warnings:
+        print(clip_line(f"tuneable-gan: warning: {w}"), file=sys.stderr)
     print(f"{spec.name}: {spec.expected_trials()} trials "
           f"(search {spec.tune.search}, seeds {spec.seeds}, scheduler {spec.tune.scheduler.name})")
     for k, v in spec.axes.items():
@@ -105,14 +138,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"  {what}: {spec.trial_config(params).train.steps}{tail}")
     if len(cells) > limit:
         print(f"  ... (first {limit} cells shown)")
+    for n in notes:
+        print(clip_line(f"# {n}"), file=sys.stderr)
+    print(f"# {args.config}: valid (train's checks before its first step pass in every cell "
+          f"checked{', but for what is noted' if notes else ''})", file=sys.stderr)
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a search space with Ray Tune and print where the results are."""
-    from tuneable_gan.tune.launch import experiment_path, run_sweep
+    from tuneable_gan.tune.launch import check_name, experiment_path, run_sweep
     from tuneable_gan.tune.space import load_space
 
+    if args.name is not None:
+        check_name(args.name, "--name")
     overrides = list(args.overrides)
     if args.storage:
         overrides.append(f"tune.storage={args.storage}")
@@ -121,28 +160,54 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         spec = spec.with_overrides([f"name={args.name}"])
     if args.smoke:
         spec = spec.smoke()
+    for line in spec.warnings:
+        print(clip_line(f"tuneable-gan: warning: {line}"), file=sys.stderr)
+    # What validate refuses, sweep refuses, before Ray starts (train's pre-step checks per cell).
+    problems, _ = spec.preflight()
+    if problems:
+        raise ConfigError(problems)
     results = run_sweep(spec, address=args.address)
     return _summarise(results, experiment_path(spec), spec.tune.metric, spec.tune.mode)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    """Continue an interrupted sweep from its trials' checkpoints."""
+    """Continue an interrupted sweep from its trials' checkpoints, once its integrity record
+    vouches for every file Ray will unpickle (or ``--trust-experiment-dir``)."""
     from tuneable_gan.tune.launch import resume_sweep
 
-    results, spec = resume_sweep(args.experiment, address=args.address)
+    results, spec = resume_sweep(args.experiment, address=args.address,
+                                 trust=args.trust_experiment_dir)
     return _summarise(results, args.experiment, spec.tune.metric, spec.tune.mode)
 
 
 def _summarise(results: Any, path: str, metric: str, mode: str) -> int:
+    """Print the experiment, its trial and error counts and its best report: the best value
+    of ``metric`` any trial reported and at which step (not that trial's last report)."""
+    import pandas as pd
+
     errors = results.num_errors
     print(f"experiment: {path}")
     print(f"trials: {len(results)}, errored: {errors}")
     try:
         best = results.get_best_result(metric=metric, mode=mode, scope="all")
-        shown = {k: v for k, v in best.config.items() if not k.startswith("__")}
-        print(f"best {metric}: {best.metrics.get(metric)} with {shown}")
     except (RuntimeError, KeyError, ValueError):
         print(f"no trial reported {metric}")
+        return 1 if errors else 0
+    shown = {k: v for k, v in best.config.items() if not k.startswith("__")}
+    last, last_step = best.metrics.get(metric), best.metrics.get("step")
+    value, step = last, last_step  # without its history, the last report is all there is
+    df = best.metrics_dataframe
+    if df is not None and metric in df and "step" in df:
+        values = pd.to_numeric(df[metric], errors="coerce")
+        if values.notna().any():
+            # idxmin/idxmax keep the first of equal values: the earliest step with the best.
+            i = values.idxmin() if mode == "min" else values.idxmax()
+            value, step = float(values[i]), df.loc[i, "step"]
+            step = int(step) if pd.notna(step) else None
+    fmt = {k: f"{v:.6g}" if isinstance(v, (int, float)) else v
+           for k, v in (("value", value), ("last", last))}
+    print(f"best {metric}: {fmt['value']} at step {step} (the best of the trial's reports; "
+          f"its last: {fmt['last']} at step {last_step}) with {shown}")
     return 1 if errors else 0
 
 
@@ -163,8 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        for line in e.problems:
-            print(f"tuneable-gan: error: {line}", file=sys.stderr)
+        # Capped: a problem quotes the user's input, which may be a megabyte long.
+        for line in clip_lines(e.problems):
+            print(clip_line(f"tuneable-gan: error: {line}"), file=sys.stderr)
         return EXIT_USER
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()

@@ -24,7 +24,18 @@ from tuneable_gan.regularizers import REGULARIZERS
 def resolve(cfg: Config, spec: DataSpec) -> Config:
     """``cfg`` with its paper-default nulls filled for data of ``spec``; ConfigError for what
     only the resolved values can rule out (same-class pairing on an unconditional model)."""
-    cfg = dataclasses.replace(cfg, model=resolve_conditional(cfg.model, spec))
+    cfg = fill_defaults(dataclasses.replace(cfg, model=resolve_conditional(cfg.model, spec)))
+    if cfg.regularizer.pairing == "same_class" and not cfg.model.conditional:
+        raise ConfigError("regularizer.pairing=same_class needs a conditional model "
+                          f"(model.conditional resolved to false for {cfg.model.arch} on "
+                          f"{cfg.data.name}); set model.conditional=true on labelled data")
+    return cfg
+
+
+def fill_defaults(cfg: Config) -> Config:
+    """Every null of ``resolve`` but ``model.conditional`` (the one that needs the data) filled:
+    what a config means before its data is loaded (``tuneable_gan.reads`` asks it which method
+    a config chose). Each regularizer default is computed on ``cfg`` as given."""
     arch, o, e, a = cfg.model.arch, cfg.optim, cfg.eval, cfg.augment
     o = dataclasses.replace(o, g_batch_size=o.g_batch_size or o.batch_size)
     g_mode = e.g_mode or reference_setting(arch, "eval.g_mode")
@@ -39,9 +50,4 @@ def resolve(cfg: Config, spec: DataSpec) -> Config:
     reg = cfg.regularizer
     filled = {k: v for k, v in REGULARIZERS.get(reg.name).defaults(cfg).items()
               if getattr(reg, k) is None}
-    cfg = dataclasses.replace(cfg, regularizer=dataclasses.replace(reg, **filled))
-    if cfg.regularizer.pairing == "same_class" and not cfg.model.conditional:
-        raise ConfigError("regularizer.pairing=same_class needs a conditional model "
-                          f"(model.conditional resolved to false for {cfg.model.arch} on "
-                          f"{cfg.data.name}); set model.conditional=true on labelled data")
-    return cfg
+    return dataclasses.replace(cfg, regularizer=dataclasses.replace(reg, **filled))

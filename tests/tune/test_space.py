@@ -213,7 +213,8 @@ def test_yaml_1e5_strings_are_numbers(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_space(p)
     assert e.value.problems == ["s.yaml: space.regularizer.ema: grid lists 0.5 twice"]
-    p.write_text("space:\n  regularizer.weight: {loguniform: [1.0, 1.0e5]}\n"
+    p.write_text("base: {regularizer: {name: diggan}}\n"
+                 "space:\n  regularizer.weight: {loguniform: [1.0, 1.0e5]}\n"
                  "  optim.d_lr: {grid: [1e-4, 2e-4]}\n")
     spec = load_space(p)
     assert spec.axes == {"regularizer.weight": {"loguniform": [1.0, 100000.0]},
@@ -225,7 +226,7 @@ def test_yaml_1e5_strings_are_numbers(tmp_path):
 
 def test_tune_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    spec = load(tmp_path, {"space": {"regularizer.weight": {"grid": [1.0]}}})
+    spec = load(tmp_path, {"base": BASE, "space": {"regularizer.weight": {"grid": [1.0]}}})
     t = spec.tune
     assert (t.metric, t.mode, t.search, t.num_samples) == ("fid", "min", "random", 1)
     assert t.scheduler.name == "fifo" and t.resources == {"cpu": 1.0, "gpu": 0.0}

@@ -56,6 +56,7 @@ from tuneable_gan.tune.space_cells import (
     parse_cells,
     possible_values,
 )
+from tuneable_gan.tune.space_checks import check_explicit, preflight_cells, top_level_problems
 from tuneable_gan.tune.space_parse import (
     MAX_COMBOS,
     SAMPLE_KEY,
@@ -65,7 +66,6 @@ from tuneable_gan.tune.space_parse import (
     SMOKE_EVERY,
     SMOKE_PINNED,
     SMOKE_STEPS,
-    TOP_KEYS,
     TRIAL_INDEX,
     TUNE_KEYS,
     SchedulerSpec,
@@ -151,6 +151,9 @@ class SweepSpec:
     # it resolved on its own, no rule applied) and the cell rules, in order.
     base_doc: dict[str, Any] = dataclasses.field(default_factory=dict)
     cells: tuple[CellRule, ...] = ()
+    # Keys the user set that some cells' methods ignore (``space_cells.check_explicit``), one
+    # line each, for the commands to print; derived from the rest, so not compared.
+    warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     def trial_base(self) -> TrialBase:
         """What ``trial_config`` builds each trial's config from (``TrialContext`` holds it)."""
@@ -231,6 +234,11 @@ class SweepSpec:
             every = min(sampled.get("train.eval_every", [train.eval_every]))
             worst = max(worst, math.ceil(steps / every))
         return worst
+
+    def preflight(self, limit: int = MAX_COMBOS) -> tuple[list[str], list[str]]:
+        """(problems, notes): what ``train`` checks before its first step, on the first
+        ``limit`` probe cells (``space_checks.preflight_cells``)."""
+        return preflight_cells(self.trial_config, self.axes, limit, Path(self.source).name)
 
     def trial_config(self, params: dict[str, Any]) -> Config:
         """The base document, the matching cell rules and the dotted ``params``, validated
@@ -346,7 +354,7 @@ def load_space(path: str | Path) -> SweepSpec:
     """Parse and validate a search-space YAML; ``ConfigError`` lists every problem, one line
     each, prefixed with the file name and naming the key."""
     p = Path(path)
-    return _build(read_yaml(p), p, base_dir=p.parent)
+    return _build(read_yaml(p), p, base_dir=p.parent, strict=True)
 
 
 def spec_from_dict(doc: dict[str, Any], source: str) -> SweepSpec:
@@ -381,11 +389,13 @@ def expand_grid(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
-           derived: bool = False) -> SweepSpec:
-    problems: list[str] = []
-    for k in doc:
-        if k not in TOP_KEYS:
-            problems.append(f"{k}: unknown top-level key{did_you_mean(str(k), TOP_KEYS)}")
+           derived: bool = False, strict: bool = False) -> SweepSpec:
+    """``strict``: a file the user wrote (``load_space``), where a key no cell reads is an
+    error; in a spec derived from it or stored with results it is a warning."""
+    # A misspelt section would leave the rest meaningless (``spce:`` makes one configuration).
+    problems = top_level_problems(doc)
+    if problems:
+        raise ConfigError([f"{source.name}: {p}" for p in problems])
     name = doc.get("name") or source.stem
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         problems.append(f"name must match [A-Za-z0-9_.-]+, got {fmt(name)}")
@@ -414,12 +424,15 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
     if tune.search != "optuna" and tune.num_samples > 1 and not sampled and space_ok:
         problems.append(f"tune.num_samples={tune.num_samples} would repeat identical trials: no "
                         f"axis is sampled (for replicates use train.seed: {{seeds: N}})")
+    warnings: list[str] = []
+    if not problems and base is not None:
+        check_explicit(base_doc, cells, axes, strict and not derived, problems, warnings)
     if problems:
         raise ConfigError([f"{source.name}: {p}" for p in problems])
     assert base is not None
     return SweepSpec(name=name, base=base, axes=axes, seeds=seeds, tune=tune, source=str(source),
                      description=str(doc.get("description") or ""), base_doc=base_doc,
-                     cells=cells)
+                     cells=cells, warnings=tuple(f"{source.name}: {w}" for w in warnings))
 
 
 def _smoke_caps(values: dict[str, Any], steps: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from tuneable_gan.config import PRESET_KEY, SECTIONS, Config, flatten, from_dict, read_yaml
+from tuneable_gan.config import PRESET_KEY, SECTIONS, Config, flatten, fmt, from_dict, read_yaml
 from tuneable_gan.config import valid_keys as run_keys
 from tuneable_gan.constants import METRICS, SEED_KEY
 from tuneable_gan.errors import ConfigError
@@ -401,7 +401,4 @@ def did_you_mean(word: str, options: Any, prefix: str = "") -> str:
         close = [o for o in options if o.rsplit(".", 1)[-1] == tail][:1]
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
-
-def fmt(v: Any) -> str:
-    return repr(v) if isinstance(v, str) else str(v)
 
