@@ -38,6 +38,7 @@ from ray import tune
 from tuneable_gan import loop
 from tuneable_gan.checkpoint import read_checkpoint, write_checkpoint
 from tuneable_gan.config import Config
+from tuneable_gan.device import cap_memory
 from tuneable_gan.errors import Diverged
 from tuneable_gan.loop import Events
 from tuneable_gan.tickets import default_root
@@ -76,6 +77,7 @@ class TrialContext:
     cpus: int
     tickets: str
     tickets_warning: str = ""
+    gpu: float = 0.0  # tune.resources.gpu, what Tune gives each trial
 
     @classmethod
     def of(cls, sweep: SweepSpec) -> TrialContext:
@@ -84,7 +86,7 @@ class TrialContext:
         t = sweep.tune
         return cls(base=sweep.trial_base(), search=t.search, metric=t.metric, mode=t.mode,
                    cpus=max(1, int(t.resources.get("cpu", 1))), tickets=str(root),
-                   tickets_warning=warning)
+                   tickets_warning=warning, gpu=float(t.resources.get("gpu", 0)))
 
 
 def trial_device(cfg: Config) -> str:
@@ -151,12 +153,17 @@ def train_gan(config: dict[str, Any], ctx: TrialContext) -> None:
     cfg = trial_config(ctx.base, ctx.search, config)
     if ctx.tickets_warning and cfg.sparsity.level > 0:
         warnings.warn(ctx.tickets_warning, stacklevel=1)
-    trainer = GANTrainer(cfg, device=trial_device(cfg), tickets=ctx.tickets)
+    device = trial_device(cfg)
+    # Trials Ray packs onto one GPU each keep to their share of its memory, set before the
+    # trainer allocates anything there (tuneable_gan.device).
+    cap_memory(device, ctx.gpu)
+    trainer = GANTrainer(cfg, device=device, tickets=ctx.tickets)
     try:
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
-                state, _ = read_checkpoint(d, map_location=trainer.device)
+                # Verified (checksums, same run); load_state_dict then checks every shape.
+                state, _ = read_checkpoint(d, map_location=trainer.device, expect=trainer.cfg)
             trainer.load_state_dict(state)
         loop.run(trainer, [TuneSink(trainer, ctx.metric, ctx.mode)])
     finally:
