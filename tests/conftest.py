@@ -48,6 +48,17 @@ def tiny_config(**dotted: object) -> Config:
     return from_dict(TINY | {k.replace("__", "."): v for k, v in dotted.items()})
 
 
+def read_only_dir(path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make ``path`` a directory nobody may write in (mode 0555); under root, who writes
+    anywhere, ``os.access`` says so for it, as it would for an ordinary user."""
+    path.mkdir()
+    path.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == path else real(p, m))
+    return path
+
+
 def remaining_after(n_total: int, rounds: int, per_round: float = 0.2) -> int:
     """Oracle: live weights after ``rounds`` IMP rounds from ``n_total``, each pruning
     floor(per_round * n + 0.5) of the n still alive (20% of the remaining, rounded half up)."""

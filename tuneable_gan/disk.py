@@ -10,7 +10,9 @@ then rename), so what was on disk before the failed write is still what a resume
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,11 +31,51 @@ def human(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def free_bytes(path: str | Path) -> int | None:
-    """Free bytes on the file system holding ``path`` (its nearest existing ancestor)."""
+def nearest_existing(path: str | Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing ancestor: where the first write
+    of a directory not yet made lands."""
     p = Path(path).absolute()
     while not p.exists() and p != p.parent:
         p = p.parent
+    return p
+
+
+def blocked(path: str | Path) -> tuple[Path, str] | None:
+    """Why a directory ``path`` (existing or to be made) cannot be written: ``(where, "file")``
+    when a file stands on its way, ``(where, "readonly")`` when the nearest existing directory
+    refuses writes; None when it can be written. Nothing is created."""
+    p = nearest_existing(path)
+    if not p.is_dir():
+        return p, "file"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return p, "readonly"
+    return None
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` by ``data``: a temporary file beside it, then a rename, so a failed
+    write (a full disk is one ``DiskFullError`` line) leaves what was there."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with writing(path, need=len(data)):
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; these files are for readers
+            os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free bytes on the file system holding ``path`` (its nearest existing ancestor)."""
+    p = nearest_existing(path)
     try:
         return shutil.disk_usage(p).free
     except OSError:

@@ -38,7 +38,7 @@ from tuneable_gan.checkpoint import (
     read_checkpoint,
 )
 from tuneable_gan.config import from_dict, load_config, read_yaml
-from tuneable_gan.disk import writing
+from tuneable_gan.disk import blocked, write_atomic, writing
 from tuneable_gan.errors import CheckpointError, ConfigError, Diverged, UserError
 from tuneable_gan.loop import Events
 from tuneable_gan.resolve import resolve
@@ -98,14 +98,9 @@ def _out_write(path: Path, need: int | None = None) -> Iterator[None]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` (temporary file, then rename: never half-written)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Replace ``path`` by ``data`` (``disk.write_atomic``: never half-written)."""
     with _out_write(path, len(data)):
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(path, data)
 
 
 def _append(path: Path, text: str) -> None:
@@ -130,14 +125,12 @@ def _append(path: Path, text: str) -> None:
 def _check_writable(out: Path) -> None:
     """``--out`` must be a directory we can create or write: the nearest existing path on its
     way must be a writable directory."""
-    p = out.absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        at = "" if p == out.absolute() else f": {p}"
+    why = blocked(out)
+    if why and why[1] == "file":
+        at = "" if why[0] == out.absolute() else f": {why[0]}"
         raise UserError(f"--out {out}{at} is a file, not a directory; choose another --out")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: {p} is not writable; choose another --out")
+    if why:
+        raise UserError(f"--out {out}: {why[0]} is not writable; choose another --out")
 
 
 def _check_out_dir(out: Path, trainer: GANTrainer, resume: bool) -> list[Path]:

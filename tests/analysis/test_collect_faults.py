@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import read_only_dir
 
 from analysis.collect import collect, trial_table
 from analysis.report import build_report
@@ -172,12 +173,7 @@ def test_report_out_that_is_a_file_or_unwritable_is_one_line(exp, tmp_path, monk
         with pytest.raises(UserError, match=f"{afile} is a file, not a directory") as e:
             build_report(str(exp), out=str(out))
         assert "\n" not in str(e.value)
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    if os.geteuid() == 0:  # root writes anywhere: be the user for whom ro/ is read-only
-        real = os.access
-        monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == ro else real(p, m))
+    ro = read_only_dir(tmp_path / "ro", monkeypatch)
     with pytest.raises(UserError, match=f"cannot write in {ro}"):
         build_report(str(exp), out=str(ro / "rep"))
     assert list(ro.iterdir()) == [] and afile.read_text() == "x"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TINY, read_only_dir
 from ray import tune
 
 from tuneable_gan.cli import main
@@ -176,12 +176,7 @@ def test_a_storage_that_is_a_file_or_unwritable_is_refused(tmp_path, home, capsy
     for storage in (afile, afile / "below"):
         line = one_error(capsys, ["sweep", str(space_file(tmp_path)), "--storage", str(storage)])
         assert f"{afile} is a file, not a directory" in line and "--storage" in line
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    if os.geteuid() == 0:  # root writes anywhere: be the user for whom ro/ is read-only
-        real = os.access
-        monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == ro else real(p, m))
+    ro = read_only_dir(tmp_path / "ro", monkeypatch)
     line = one_error(capsys, ["sweep", str(space_file(tmp_path)), "--storage", str(ro / "r")])
     assert f"cannot write in {ro}" in line and list(ro.iterdir()) == []
     ro.chmod(0o755)

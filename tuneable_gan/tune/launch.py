@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from tuneable_gan.constants import SPEC_FILE
-from tuneable_gan.disk import writing
+from tuneable_gan.disk import blocked, writing
 from tuneable_gan.errors import ConfigError, UserError
 from tuneable_gan.tune import driver_state, integrity
 from tuneable_gan.tune.space import SweepSpec, spec_from_dict
@@ -94,14 +94,12 @@ def check_storage(spec: SweepSpec) -> None:
     """Refuse a local storage that is a file or cannot be written, before anything is."""
     if "://" in spec.tune.storage:
         return  # remote: the first write (the stored spec) reports a failure in one line
-    probe = Path(experiment_path(spec))
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent  # the nearest existing directory is where the first write lands
-    if not probe.is_dir():
-        raise ConfigError(f"tune.storage (--storage): {probe} is a file, not a directory; "
+    why = blocked(experiment_path(spec))
+    if why and why[1] == "file":
+        raise ConfigError(f"tune.storage (--storage): {why[0]} is a file, not a directory; "
                           "choose a directory for the experiments")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"tune.storage (--storage): cannot write in {probe} (permission "
+    if why:
+        raise ConfigError(f"tune.storage (--storage): cannot write in {why[0]} (permission "
                           "denied); choose a directory you can write to")
 
 
