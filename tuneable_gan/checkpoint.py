@@ -18,6 +18,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -28,7 +29,7 @@ import torch
 
 from tuneable_gan.config import Config, from_dict, read_yaml
 from tuneable_gan.disk import writing
-from tuneable_gan.errors import CheckpointError, ConfigError
+from tuneable_gan.errors import CheckpointError, ConfigError, UserError
 
 SCHEMA_VERSION = 1
 STATE_FILE = "state.pt"
@@ -282,3 +283,32 @@ class CheckpointStore:
         n = int(_STEP_RE.match(latest.name).group(1))  # type: ignore[union-attr]
         older = [p for p in self.steps() if int(p.name.split("_")[1]) < n]
         return [latest, *reversed(older)]
+
+
+def restore_first(trainer: Any, candidates: list[Path], what: str) -> Path:
+    """Load into ``trainer`` (a ``GANTrainer``) the first checkpoint of ``candidates`` (newest
+    first) that verifies, is of this run and fits its shapes; one warning line per one skipped;
+    CheckpointError (one line) if none does. ``what`` names the action in messages
+    (``--resume``, ``trial restore``)."""
+    skipped: list[str] = []
+    for ckpt in candidates:
+        try:
+            state, old = read_checkpoint(ckpt, map_location=trainer.device, expect=trainer.cfg)
+            problem = trainer.phase.resume_problem(old)
+            if problem:
+                raise UserError(f"{what}: {problem}")
+            try:
+                trainer.load_state_dict(state)
+            except CheckpointError as e:
+                raise CheckpointError(f"checkpoint {ckpt / STATE_FILE}: {e.problems[0]}") from None
+        except CheckpointError as e:
+            skipped.append(e.problems[0])
+            continue
+        for why in skipped:
+            print(f"tuneable-gan: warning: skipped a bad checkpoint: {why}; resuming from "
+                  f"{ckpt}", file=sys.stderr)
+        return ckpt
+    if len(skipped) == 1:
+        raise CheckpointError(f"{what}: {skipped[0]}")
+    raise CheckpointError(f"{what}: no usable checkpoint in {candidates[0].parent}: "
+                          + "; ".join(skipped))

@@ -32,10 +32,9 @@ from typing import Any
 from tuneable_gan import loop
 from tuneable_gan.checkpoint import (
     RESUMABLE_KEYS,
-    STATE_FILE,
     CheckpointStore,
     foreign_keys,
-    read_checkpoint,
+    restore_first,
 )
 from tuneable_gan.config import from_dict, load_config, read_yaml
 from tuneable_gan.disk import blocked, write_atomic, writing
@@ -166,33 +165,6 @@ def _check_out_dir(out: Path, trainer: GANTrainer, resume: bool) -> list[Path]:
     return found
 
 
-def _restore(trainer: GANTrainer, candidates: list[Path]) -> Path:
-    """Load the first checkpoint of ``candidates`` that verifies, is of this run and fits its
-    shapes; one warning line per one skipped; CheckpointError (one line) if none does."""
-    skipped: list[str] = []
-    for ckpt in candidates:
-        try:
-            state, old = read_checkpoint(ckpt, map_location=trainer.device, expect=trainer.cfg)
-            problem = trainer.phase.resume_problem(old)
-            if problem:
-                raise UserError(f"--resume: {problem}")
-            try:
-                trainer.load_state_dict(state)
-            except CheckpointError as e:
-                raise CheckpointError(f"checkpoint {ckpt / STATE_FILE}: {e.problems[0]}") from None
-        except CheckpointError as e:
-            skipped.append(e.problems[0])
-            continue
-        for why in skipped:
-            print(f"tuneable-gan: warning: skipped a bad checkpoint: {why}; resuming from "
-                  f"{ckpt}", file=sys.stderr)
-        return ckpt
-    if len(skipped) == 1:
-        raise CheckpointError(f"--resume: {skipped[0]}")
-    raise CheckpointError(f"--resume: no usable checkpoint in {candidates[0].parent}: "
-                          + "; ".join(skipped))
-
-
 def _kept_log(path: Path, step: int) -> bytes | None:
     """The rows of ``metrics.jsonl`` logged up to ``step`` (those after the checkpoint we
     resume from go, so the log matches the state), or None if there is no log. A torn last
@@ -295,7 +267,7 @@ def train(config: str, overrides: list[str], out: Path, resume: bool = False,
     candidates = _check_out_dir(out, trainer, resume)
     trainer.evaluator  # noqa: B018  (built now: its errors must come before anything is written)
     if candidates:
-        _restore(trainer, candidates)
+        restore_first(trainer, candidates, "--resume")
     log = _kept_log(out / "metrics.jsonl", trainer.step)
     stop = Interrupt()
     with stop:

@@ -36,7 +36,7 @@ import torch
 from ray import tune
 
 from tuneable_gan import loop
-from tuneable_gan.checkpoint import read_checkpoint, write_checkpoint
+from tuneable_gan.checkpoint import restore_first, write_checkpoint
 from tuneable_gan.config import Config
 from tuneable_gan.device import cap_memory
 from tuneable_gan.errors import Diverged
@@ -145,6 +145,19 @@ class TuneSink:
             "fid_best": math.inf, self.metric: worst, "diverged": True})
 
 
+def older_checkpoints(ckpt: tune.Checkpoint) -> list[Path]:
+    """The trial's kept checkpoints older than ``ckpt``, newest first, where the storage is a
+    local (or mounted) file system; none on remote storage, where only ``ckpt`` is fetched."""
+    import pyarrow.fs
+
+    if not isinstance(ckpt.filesystem, pyarrow.fs.LocalFileSystem):
+        return []
+    here = Path(ckpt.path)
+    # Tune names them checkpoint_<zero-padded index>: the name order is the age order.
+    return sorted((p for p in here.parent.glob("checkpoint_*")
+                   if p.is_dir() and p.name < here.name), reverse=True)
+
+
 def train_gan(config: dict[str, Any], ctx: TrialContext) -> None:
     """Tune trainable. ``config`` holds a trial's swept keys; ``ctx`` the sweep's shared
     context (``TrialContext.of(spec)``)."""
@@ -162,9 +175,9 @@ def train_gan(config: dict[str, Any], ctx: TrialContext) -> None:
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
-                # Verified (checksums, same run); load_state_dict then checks every shape.
-                state, _ = read_checkpoint(d, map_location=trainer.device, expect=trainer.cfg)
-            trainer.load_state_dict(state)
+                # Verified (checksums, same run, shapes); a bad newest one falls back to the older
+                # ones num_to_keep kept beside it, as a command-line resume does.
+                restore_first(trainer, [Path(d), *older_checkpoints(ckpt)], "trial restore")
         loop.run(trainer, [TuneSink(trainer, ctx.metric, ctx.mode)])
     finally:
         trainer.close()  # a trial stopped mid-round must not keep its ticket lock
