@@ -9,7 +9,8 @@ checkpoints go, and that is a sink (``Sink``):
 * ``cli.RunDirSink``: ``metrics.jsonl`` rows at the log cadence, a progress bar, checkpoints in
   the run directory;
 * ``tune.trainable.TuneSink``: one ``tune.report`` per evaluation with the training metrics
-  averaged since the last one, and a ``tune.Checkpoint`` attached when one fell due.
+  of the logged iterations averaged since the last one, and a ``tune.Checkpoint`` attached
+  when one fell due.
 
 A row holds the step's training metrics (recorded by the step's terms where they are computed,
 ``training_stats``), the phase's description, the measured sparsity and, at an evaluation, the

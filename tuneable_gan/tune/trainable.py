@@ -99,9 +99,16 @@ def trial_device(cfg: Config) -> str:
 
 class TuneSink:
     """``loop.Sink`` of a Tune trial: one report per evaluation, training metrics averaged over
-    its interval, a checkpoint attached when one fell due in the interval or the run ended."""
+    the iterations of its interval that were read (the ``train.log_every`` cadence, the
+    evaluation's own and a phase's last: each key over those that recorded it), a checkpoint
+    attached when one fell due in the interval or the run ended.
+
+    The trainer reads nothing from the device between those iterations (``record_every_step``
+    off, set here), so a trial pays no host synchronisation and no DIG probe there, as the
+    reference's own training loop pays none."""
 
     def __init__(self, trainer: GANTrainer, metric: str, mode: str) -> None:
+        trainer.record_every_step = False
         self.static = trainer.cfg.flat() | {
             "device": str(trainer.device),
             "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
@@ -111,6 +118,7 @@ class TuneSink:
 
     def _start_interval(self) -> None:
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
         self.n = 0
         self.t0 = time.perf_counter()
         self.checkpoint = False
@@ -121,11 +129,12 @@ class TuneSink:
         for k, v in metrics.items():
             if k not in NOT_AVERAGED:
                 self.sums[k] = self.sums.get(k, 0.0) + v
+                self.counts[k] = self.counts.get(k, 0) + 1
         self.checkpoint = self.checkpoint or due.checkpoint
         if not due.eval:
             return
         assert row is not None
-        means = {k: s / self.n for k, s in self.sums.items()}
+        means = {k: s / self.counts[k] for k, s in self.sums.items()}
         means["steps_per_s"] = self.n / max(time.perf_counter() - self.t0, 1e-9)
         report = self.static | row | means | {"diverged": False}
         report.setdefault(self.metric, math.nan)  # stage I: Tune needs the key, there is none
