@@ -334,7 +334,7 @@ def test_full_disk_at_tickets_and_the_extractor_cache_is_one_line(tmp_path, monk
 
     monkeypatch.setattr("tuneable_gan.extractors.train_digits_classifier",
                         lambda: (DigitsCNN(), 0.5))  # the write is what is tested
-    monkeypatch.setattr(Path, "write_bytes", _enospc)
+    monkeypatch.setattr("tuneable_gan.disk.os.fdopen", _enospc)  # the cache write
     with pytest.raises(DiskFullError) as e:
         ensure_digits_classifier(tmp_path / "cache")
     assert f"no space left writing {tmp_path / 'cache/extractors'}" in str(e.value)

@@ -19,7 +19,6 @@ import fcntl
 import functools
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -226,7 +225,7 @@ def ensure_digits_classifier(cache_dir: Path) -> Path:
     disk is one ``DiskFullError`` line naming the cache file; no partial file is left."""
     import io
 
-    from tuneable_gan.disk import writing
+    from tuneable_gan.disk import write_atomic, writing
 
     path = digits_classifier_path(cache_dir)
     if path.is_file():
@@ -237,13 +236,7 @@ def ensure_digits_classifier(cache_dir: Path) -> Path:
             buf = io.BytesIO()
             torch.save({"state_dict": net.state_dict(), "recipe": json.dumps(asdict(DIGITS_RECIPE)),
                         "test_accuracy": acc}, buf)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            with writing(path, need=buf.getbuffer().nbytes):
-                try:
-                    tmp.write_bytes(buf.getvalue())
-                    os.replace(tmp, path)
-                finally:
-                    tmp.unlink(missing_ok=True)
+            write_atomic(path, buf.getvalue())
     return path
 
 
