@@ -1,6 +1,11 @@
 """Shared model pieces: the data spec, the model registry, the G/D base classes, conditional BN,
-the spectral-norm helpers, the standard-normal latent draw, the image-shape check and the
-DCGAN-style init.
+the prior's linear maps, the spectral-norm helpers, the standard-normal latent draw, the
+image-shape check and the DCGAN-style init.
+
+Conditioning (``y`` below) is either class labels, long of shape (n,), or an instance prior, float
+of shape (n, d) with ``d = DataSpec.prior_dim`` (a frozen network's feature of a real image; the
+two are alternatives). With a prior a learnable linear map of ``p`` takes the place of the class
+embeddings, in G's conditional BN and in D's projection term.
 
 G and D are split at fixed points so feature-level AdvAug (docs/methods.md 3.3) can perturb them:
 G = rest(stem(z)) with ``u = stem(z)`` the output of G's first linear layer, and
@@ -28,11 +33,13 @@ class DataSpec:
     """What the models need to know about the data.
 
     ``shape`` is one sample's shape: (C, H, W) for images, (1,) for the 1-D toy data.
-    ``num_classes`` is 0 when the data has no labels.
+    ``num_classes`` is 0 when the data has no labels. ``prior_dim`` is the size ``d`` of the
+    instance prior G and D are conditioned on (0: no prior).
     """
 
     shape: tuple[int, ...]
     num_classes: int
+    prior_dim: int = 0
 
 
 ModelBuilder = Callable[[ModelConfig, DataSpec], "tuple[Generator, Discriminator]"]
@@ -43,7 +50,8 @@ MODELS: Registry[ModelBuilder] = Registry("model")
 class Generator(nn.Module):
     """Base generator: ``forward(z, y) == rest(stem(z, y), y)`` by construction.
 
-    Subclasses set ``z_dim``, ``conditional`` and ``num_classes`` (0 when unconditional) and
+    Subclasses set ``z_dim``, ``conditional`` and ``num_classes`` (0 when not class-conditional),
+    and ``prior_dim`` when conditioned on a prior (``y`` is then the (n, d) prior), and
     implement ``sample_z``, ``stem`` and ``rest``; ``stem`` and ``rest`` return fp32 whatever
     autocast computed inside (``tuneable_gan.precision``).
     """
@@ -51,6 +59,7 @@ class Generator(nn.Module):
     z_dim: int
     conditional: bool
     num_classes: int
+    prior_dim: int = 0  # the size of the instance prior ``y``; 0: labels or nothing
 
     def sample_z(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
         """Draw ``n`` latents using only ``generator``; returned on ``device``."""
@@ -65,7 +74,7 @@ class Generator(nn.Module):
         raise NotImplementedError
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """Samples of shape (n, *spec.shape) from latents ``z`` (and ``y`` if conditional)."""
+        """Samples of shape (n, *spec.shape) from latents ``z`` (and labels/prior ``y``)."""
         return self.rest(self.stem(z, y), y)
 
 
@@ -79,22 +88,24 @@ class Discriminator(nn.Module):
 
     conditional: bool
     num_classes: int
+    prior_dim: int = 0  # the size of the instance prior ``y``; 0: labels or nothing
 
     def trunk(self, x: Tensor) -> Tensor:
         """Pooled penultimate features ``h`` of shape (n, F) (AdvAug's D-side feature)."""
         raise NotImplementedError
 
     def head(self, h: Tensor, y: Tensor | None = None) -> Tensor:
-        """Final linear layer (+ class projection when conditional): (n, F) -> (n,)."""
+        """Final linear layer (+ projection of the labels/prior ``y``): (n, F) -> (n,)."""
         raise NotImplementedError
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Raw logit of shape (n,) for inputs ``x`` (and labels ``y`` if conditional)."""
+        """Raw logit of shape (n,) for inputs ``x`` (and labels/prior ``y`` if conditional)."""
         return self.head(self.trunk(x), y)
 
 
 def need_labels(conditional: bool, y: Tensor | None, who: str) -> Tensor | None:
-    """``y`` for a conditional model (ValueError if missing); None for an unconditional one."""
+    """``y`` (labels or prior) for a conditional model (ValueError if missing); None for an
+    unconditional one."""
     if not conditional:
         return None
     if y is None:
@@ -102,29 +113,68 @@ def need_labels(conditional: bool, y: Tensor | None, who: str) -> Tensor | None:
     return y
 
 
-class CondBatchNorm2d(nn.Module):
-    """BatchNorm2d, class-conditional when ``num_classes > 0``.
+PRIOR_INIT_STD = 0.02  # the N(0, 0.02) of the prior's linear maps (DCGAN's init scale)
 
-    Conditional: BatchNorm2d(affine=False) followed by a per-class gain (init 1) and bias (init 0)
-    read from embeddings, so at init every class gets the same plain BN.
+
+@torch.no_grad()
+def prior_gain_bias(prior_dim: int, num_features: int) -> tuple[nn.Linear, nn.Linear]:
+    """The learnable linear maps ``gain, bias: R^d -> R^C`` of a prior that replace a conditional
+    BN's class embeddings: weights N(0, 0.02), gain bias 1, bias bias 0, so every prior starts
+    near the plain BN (gain ~ 1, shift ~ 0). Plain linears (no spectral norm)."""
+    gain, bias = nn.Linear(prior_dim, num_features), nn.Linear(prior_dim, num_features)
+    nn.init.normal_(gain.weight, 0.0, PRIOR_INIT_STD)
+    nn.init.ones_(gain.bias)
+    nn.init.normal_(bias.weight, 0.0, PRIOR_INIT_STD)
+    nn.init.zeros_(bias.bias)
+    return gain, bias
+
+
+def projection_embedding(num_classes: int, prior_dim: int, num_features: int) -> nn.Module | None:
+    """D's projection map into its feature space R^F: a class embedding ``Embedding(K, F)``, a
+    prior's ``Linear(d, F, bias=False)``, or None for an unconditional D. Callers initialise it
+    as their arch does and spectral-normalise it with the rest of D."""
+    assert not (num_classes > 0 and prior_dim > 0), "labels and a prior are alternatives"
+    if num_classes > 0:
+        return nn.Embedding(num_classes, num_features)
+    if prior_dim > 0:
+        # No bias: <b, h> would be an unconditional term, which D's own linear head already has.
+        return nn.Linear(prior_dim, num_features, bias=False)
+    return None
+
+
+class CondBatchNorm2d(nn.Module):
+    """BatchNorm2d, class-conditional when ``num_classes > 0``, prior-conditional when
+    ``prior_dim > 0``.
+
+    Conditional: BatchNorm2d(affine=False) followed by a gain and a bias read from per-class
+    embeddings (init 1 and 0, so at init every class gets the same plain BN) or computed from the
+    prior by the linear maps of ``prior_gain_bias`` (gain ~ 1, bias ~ 0 at init).
     """
 
-    def __init__(self, num_features: int, num_classes: int = 0) -> None:
+    def __init__(self, num_features: int, num_classes: int = 0, prior_dim: int = 0) -> None:
         super().__init__()
+        assert not (num_classes > 0 and prior_dim > 0), "labels and a prior are alternatives"
         self.num_classes = num_classes
-        self.bn = nn.BatchNorm2d(num_features, affine=num_classes == 0)
+        self.prior_dim = prior_dim
+        self.conditional = num_classes > 0 or prior_dim > 0
+        self.bn = nn.BatchNorm2d(num_features, affine=not self.conditional)
+        self.gain: nn.Module
+        self.bias: nn.Module
         if num_classes > 0:
             self.gain = nn.Embedding(num_classes, num_features)
             self.bias = nn.Embedding(num_classes, num_features)
             nn.init.ones_(self.gain.weight)
             nn.init.zeros_(self.bias.weight)
+        elif prior_dim > 0:
+            self.gain, self.bias = prior_gain_bias(prior_dim, num_features)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Normalise ``x`` (n, C, H, W); scale and shift by class ``y`` when conditional."""
+        """Normalise ``x`` (n, C, H, W); scale and shift by the labels or prior ``y`` when
+        conditional (an Embedding and a Linear are both called on ``y``)."""
         out = self.bn(x)
-        if self.num_classes == 0:
+        if not self.conditional:
             return out
-        assert y is not None, "conditional BN needs class labels y"
+        assert y is not None, "conditional BN needs class labels or a prior y"
         return out * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
 
 
@@ -189,10 +239,13 @@ def dcgan_init_(module: nn.Module) -> None:
     """N(0, 0.02) weights and zero biases for every Conv2d/Linear inside ``module``.
 
     Call before ``sn``: once wrapped, ``.weight`` is computed and cannot be assigned.
-    Embeddings are left alone (conditional-BN gains/biases have their own init).
+    Conditional-BN gains/biases (embeddings or a prior's linear maps) are left alone: they have
+    their own init.
     """
+    own_init = {id(m) for bn in module.modules() if isinstance(bn, CondBatchNorm2d)
+                for m in bn.modules()}
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in own_init:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
