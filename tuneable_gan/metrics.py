@@ -36,8 +36,12 @@ any device, and in eval mode on any batch size. Eval samples are never augmented
 Precision / recall and density / coverage (``eval.prc``, ``eval.dc``) use the features FID
 uses (the digits classifier's 128 or Inception's 2048): improved precision and recall are
 torch-fidelity's (Kynkaanniemi et al. 2019, k = 3), density and coverage are ours (Naeem et al.
-2020, k = 5, ``density_coverage``). With both off, the metrics are computed by exactly the call
-they were before.
+2020, k = 5, ``density_coverage``), and so is the memorisation check ``eval.nn``
+(``memorisation``). With all three off, the metrics come from exactly the call they always did.
+
+Conditioning. ``Evaluator(..., conditions=c)`` draws the fakes' conditioning with
+``c.eval_fakes(n, gen)`` right after z from the same generator; a non-empty ``c.protocol`` is
+appended to the protocol as `` + {c.protocol}`` (fakes conditioned otherwise are not comparable).
 
 Cache. Real statistics live in ``{cache}/fidelity`` where ``cache`` is the ``cache_dir``
 argument, else ``$TUNEABLE_GAN_CACHE``, else ``~/.cache/tuneable_gan``; the digits classifier in
@@ -53,14 +57,13 @@ import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 import torch_fidelity
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 from torch_fidelity.generative_model_base import GenerativeModelBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
@@ -74,6 +77,7 @@ from tuneable_gan.extractors import (
     short_hash,
     to_uint8,
 )
+from tuneable_gan.memorisation import NN_KEYS, ImageRows, MemorisationCheck
 from tuneable_gan.models.spectral import generate_chunks, sampling
 from tuneable_gan.sample_metrics import (
     DC_K,
@@ -84,6 +88,16 @@ from tuneable_gan.sample_metrics import (
 
 KID_MAX_SUBSET = 1000  # torch-fidelity's default subset size, cut to what both sides have
 PRC_K = 3  # torch-fidelity's prc_neighborhood default, Kynkaanniemi et al.'s k
+
+
+class EvalConditions(Protocol):
+    """How the evaluated fakes are conditioned (``conditioning.Conditioning`` is one)."""
+
+    protocol: str  # "" (none, classes) or how it is drawn, e.g. "prior=digits,sampler=gmm(...)"
+
+    def eval_fakes(self, n: int, generator: torch.Generator) -> Tensor | None:
+        """Conditioning of ``n`` fakes on the CPU, drawn from ``generator``; None: none."""
+        ...
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -208,22 +222,6 @@ class _SeededSampler(GenerativeModelBase):
         return buf[:need]
 
 
-class _Images(Dataset):
-    """uint8 (N, 3, H, W) images as a torch-fidelity input (items are bare tensors).
-
-    Lazy: on a cache hit torch-fidelity never reads it, so the images need not be in memory.
-    """
-
-    def __init__(self, get: Callable[[], Tensor]) -> None:
-        self._get = get
-
-    def __len__(self) -> int:
-        return int(self._get().shape[0])
-
-    def __getitem__(self, i: int) -> Tensor:
-        return self._get()[i]
-
-
 @contextlib.contextmanager
 def _evaluating(G: nn.Module, device: torch.device, mode: str) -> Iterator[None]:
     # fork_rng: DataLoader and friends draw from the global RNG, and a trainer's resumed run
@@ -282,17 +280,24 @@ class Evaluator:
     """
 
     def __init__(self, eval_cfg: EvalConfig, data_cfg: DataConfig,
-                 device: torch.device | str = "cpu", cache_dir: str | Path | None = None) -> None:
+                 device: torch.device | str = "cpu", cache_dir: str | Path | None = None,
+                 conditions: EvalConditions | None = None) -> None:
         eval_cfg = with_extractor(eval_cfg, data_cfg)
-        self.eval_cfg, self.data_cfg = eval_cfg, data_cfg
+        self.eval_cfg, self.data_cfg, self.conditions = eval_cfg, data_cfg, conditions
         self.device = torch.device(device)
         self.cache_dir = cache_root(cache_dir)
         self.extractor = _prepare(eval_cfg, data_cfg, self.cache_dir)
         self.g_mode, self.g_batch_size = g_mode_of(eval_cfg)
         self.protocol: str = _protocol(eval_cfg, data_cfg, self.extractor)
-        if self.extractor.fidelity_name is None and (eval_cfg.prc or eval_cfg.dc):
-            raise ConfigError(f"eval.prc and eval.dc need image features; eval.extractor="
-                              f"{eval_cfg.extractor} has 1-D metrics only; valid: false")
+        if conditions is not None and conditions.protocol:
+            self.protocol += f" + {conditions.protocol}"  # fakes drawn otherwise: not comparable
+        if self.extractor.fidelity_name is None and (eval_cfg.prc or eval_cfg.dc or eval_cfg.nn):
+            raise ConfigError(f"eval.prc and eval.dc and eval.nn need image features; "
+                              f"eval.extractor={eval_cfg.extractor} has 1-D metrics only; "
+                              f"valid: false")
+        # Featurised like FID's inputs (same extractor, weights, layer): nn lives where FID does.
+        self._nn = MemorisationCheck(data_cfg, self.extractor, eval_cfg.batch_size) \
+            if eval_cfg.nn else None
         ref = self._load_reference()
         self.num_real = len(ref)
         if eval_cfg.dc and self.num_real <= DC_K:
@@ -319,10 +324,11 @@ class Evaluator:
         """Metrics of G's samples against the real reference, always including "eval_protocol".
 
         Images: ``fid``, ``is_mean`` (eval.is), ``kid`` (eval.kid), ``precision`` and
-        ``recall`` (eval.prc), ``density`` and ``coverage`` (eval.dc). toy2pt: ``modes_covered``,
-        ``w1``. A G whose samples are not finite gets fid=kid=w1=inf, is_mean and the
-        prc/dc metrics nan. G generates in ``eval.g_mode`` with exact spectral norm, and its
-        state (buffers, train flags) and the global RNG are left as they were (module docstring).
+        ``recall`` (eval.prc), ``density`` and ``coverage`` (eval.dc), ``nn_fake``, ``nn_real``,
+        ``nn_ratio`` (eval.nn). toy2pt: ``modes_covered``, ``w1``. A G whose samples are not
+        finite gets fid=kid=w1=inf, is_mean and the prc/dc/nn metrics nan. G generates in
+        ``eval.g_mode`` with exact spectral norm; its state and the global RNG are left as they
+        were (module docstring).
         """
         z, y = self._latents(G)
         # eval mode: torch-fidelity's batch (as before); train: the sampling batch, always.
@@ -340,6 +346,8 @@ class Evaluator:
         gen = torch.Generator().manual_seed(self.eval_cfg.seed)
         n = self.eval_cfg.num_samples
         z = G.sample_z(n, gen, "cpu")  # type: ignore[operator]
+        if self.conditions is not None:
+            return z.cpu(), self.conditions.eval_fakes(n, gen)
         conditional = bool(getattr(G, "conditional", False))
         y = torch.randint(0, int(G.num_classes), (n,), generator=gen) if conditional else None
         return z.cpu(), y
@@ -357,7 +365,7 @@ class Evaluator:
         cuda = torch.cuda.is_available() and self.device.type == "cuda"
         kwargs = dict(
             input1=_SeededSampler(chunks, z_size), input1_model_num_samples=n,
-            input2=_Images(self._reference), input2_cache_name=self.cache_name,
+            input2=ImageRows(self._reference), input2_cache_name=self.cache_name,
             fid=True, isc=cfg.is_, kid=cfg.kid,
             kid_subset_size=min(KID_MAX_SUBSET, n, self.num_real),
             feature_extractor=self.extractor.fidelity_name,
@@ -370,12 +378,16 @@ class Evaluator:
         # torch-fidelity's .cuda() targets the current device: make that ours (cuda:1 stays cuda:1).
         on_device = torch.cuda.device(self.device) if cuda else contextlib.nullcontext()
         dc: tuple[float, float] = (math.nan, math.nan)
+        nn_out = dict.fromkeys(NN_KEYS, math.nan)
         try:
             with on_device:
-                if cfg.dc:
+                if cfg.dc or self._nn is not None:  # the one pass that returns the features
                     m, fake, real = _calculate_with_features(**kwargs)
                     device = self.device if cuda else torch.device("cpu")
-                    dc = density_coverage(real.to(device), fake.to(device), DC_K)
+                    if cfg.dc:
+                        dc = density_coverage(real.to(device), fake.to(device), DC_K)
+                    if self._nn is not None:
+                        nn_out = self._nn(fake.to(device), cuda)
                 else:
                     m = torch_fidelity.calculate_metrics(**kwargs)
         except _NonFinite:
@@ -390,6 +402,8 @@ class Evaluator:
             out["recall"] = float(m.get(torch_fidelity.KEY_METRIC_RECALL, math.nan))
         if cfg.dc:
             out["density"], out["coverage"] = dc
+        if cfg.nn:
+            out.update(nn_out)
         if self.reference_cached():
             self._real = None  # the statistics are on disk; the images are only needed to rebuild
         return out
@@ -411,7 +425,7 @@ class Evaluator:
         layer = FEATURE_EXTRACTORS_REGISTRY[fe].get_default_feature_layer_for_metric
         files = [f"{self.cache_name}-{fe}-stat-fid-{layer('fid')}.pt"]
         cfg = self.eval_cfg
-        if cfg.is_ or cfg.kid or cfg.prc or cfg.dc:
+        if cfg.is_ or cfg.kid or cfg.prc or cfg.dc or cfg.nn:
             # Then torch-fidelity caches the features of every requested layer (KID's, PRC's
             # and ours are FID's).
             layers = {layer("fid"), layer("isc")} if self.eval_cfg.is_ else {layer("fid")}
