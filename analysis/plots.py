@@ -243,9 +243,12 @@ def _samples(fs: pafs.FileSystem, ckpt: str, n: int = 64) -> tuple[Any, int]:
         state, cfg = read_checkpoint(tmp, map_location="cpu")
     rng = torch.get_rng_state()  # building models draws from the global RNG: give it back
     try:
-        return _from_ema(state, cfg, n), int(state["step"])
-    except (RuntimeError, KeyError):
-        # A state G alone cannot load (e.g. pruning masks): the trainer knows how.
+        # Instance priors need their stored features and fitted density: the trainer's.
+        if cfg.prior.network == "none":
+            try:
+                return _from_ema(state, cfg, n), int(state["step"])
+            except (RuntimeError, KeyError):
+                pass  # a state G alone cannot load (e.g. pruning masks): the trainer can
         from tuneable_gan.trainer import GANTrainer
 
         trainer = GANTrainer(cfg, device="cpu")

@@ -27,8 +27,8 @@ from analysis import output, plots, stats, tables, tickets
 from analysis.collect import STATUSES, collect, read_collected, trial_table, write_parquet
 from tuneable_gan.errors import UserError
 
-_EXTRAS = ("is_mean", "kid", "precision", "recall", "density", "coverage", "modes_covered",
-           "w1")  # shown beside the metric when reported
+_EXTRAS = ("is_mean", "kid", "precision", "recall", "density", "coverage", "nn_fake",
+           "nn_ratio", "modes_covered", "w1")  # shown beside the metric when reported
 Block = tuple[str, Any]
 RESULTS = "results.parquet"
 

@@ -312,3 +312,35 @@ def restore_first(trainer: Any, candidates: list[Path], what: str) -> Path:
         raise CheckpointError(f"{what}: {skipped[0]}")
     raise CheckpointError(f"{what}: no usable checkpoint in {candidates[0].parent}: "
                           + "; ".join(skipped))
+
+
+def load_init_weights(source: str | Path, arch: str, G: torch.nn.Module,
+                      D: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """``model.init_from``: load G and D from a checkpoint of this system (a checkpoint
+    directory, or a run directory: its LATEST), trained on any data; returns its G_ema state
+    (None if it has none) for the caller's G_ema. ConfigError (one line) when the checkpoint is
+    of another arch or its tensors do not fit these models; CheckpointError when it is not a
+    readable checkpoint."""
+    d = Path(source)
+    if not (d / STATE_FILE).is_file() and (d / "checkpoints" / "LATEST").is_file():
+        d = CheckpointStore(d).latest() or d
+    try:
+        state, old = read_checkpoint(d)
+    except CheckpointError as e:
+        raise CheckpointError(f"model.init_from: {e.problems[0]}") from None
+    if old.model.arch != arch:
+        raise ConfigError(f"model.init_from: {d} holds a model.arch={old.model.arch} checkpoint "
+                          f"and this run has model.arch={arch}; valid: a {arch} checkpoint")
+    nets = {"G": G, "D": D}
+    for name, net in nets.items():
+        mine = net.state_dict()
+        # Both ways: a key the checkpoint lacks, or one these models lack (other conditioning).
+        problem = (state_problem(mine, state.get(name), name)
+                   or state_problem(state.get(name), mine, name))
+        if problem:
+            raise ConfigError(f"model.init_from: {d} does not fit this run's models: {problem} "
+                              "(widths, z_dim, resolution and conditioning must match)")
+    for name, net in nets.items():
+        net.load_state_dict(state[name])
+    ema = state.get("G_ema")
+    return ema if isinstance(ema, dict) and not state_problem(G.state_dict(), ema) else None

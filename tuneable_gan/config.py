@@ -65,6 +65,9 @@ class ModelConfig:
     d_ch: int = _num(32, 1)
     # None: the arch's paper setting (biggan conditional on labelled data, the others not).
     conditional: Optional[bool] = None
+    # A checkpoint directory of this system (a run's checkpoint_<step>/): G, D and G_ema start
+    # from its weights (the instance prior paper's transfer setting); everything else is fresh.
+    init_from: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,30 @@ class AugmentConfig:
         "choices": ("sngan", "biggan"), "doc": "which reference's AdvAug"})
 
 
+# The prior networks: each pretrained one and its control, ``random_<name>`` (the same
+# architecture, frozen at a seeded random init); ``prior.networks.PRIOR_NETWORKS`` holds them.
+PRIOR_NETWORK_NAMES = ("digits", "resnet50", "vgg16", "simclr_resnet50",
+                       "random_digits", "random_resnet50", "random_vgg16")
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Data instance prior (docs/methods.md 9): G and D conditioned on a frozen network's
+    L2-normalised features of each real training image; evaluation draws the features from a
+    density fitted to the stored ones. ``network: none`` is the unconditioned control."""
+
+    network: str = _choice("none", *PRIOR_NETWORK_NAMES)
+    weights: Optional[str] = field(default=None, metadata={
+        "doc": "local weights file of resnet50 / vgg16 / simclr_resnet50 (never downloaded)"})
+    # With data.flip, a flipped image is scored with the features of the flipped image.
+    flip_features: bool = True
+    sampler: str = _choice("gmm", "kmeans", "train", doc="where evaluation's priors come from; "
+                           "train (stored priors) measures closeness to the training set")
+    components: int = _num(10, 1, doc="K: mixture components or k-means clusters")
+    noise: float = _num(0.5, 0.0, doc="kmeans: noise std as a multiple of the cluster's spread")
+    seed: int = _num(0, 0, doc="seed of the density fit (and of a random_ network's init)")
+
+
 @dataclass(frozen=True)
 class SparsityConfig:
     """Lottery-ticket sparsity of G's conv weights."""
@@ -168,6 +195,9 @@ class EvalConfig:
     # density and coverage (Naeem et al. 2020, k = 5), on the extractor's features.
     prc: bool = False
     dc: bool = False
+    # Memorisation check: mean nearest-neighbour distance of fakes to the run's training images
+    # in the extractor's feature space, beside that of held-out real images (nn_fake, nn_real).
+    nn: bool = False
     batch_size: int = _num(250, 1)
     seed: int = _num(0, 0, doc="latent seed: same weights, same number")
     # How G_ema generates for evaluation: eval (BatchNorm running statistics) or train (each
@@ -188,6 +218,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -337,6 +368,13 @@ def _cross_checks(cfg: Config) -> list[str]:
                         f"(got model.arch={cfg.model.arch}, data.name={cfg.data.name})")
     if cfg.data.name == "toy2pt" and ops:
         problems.append("augment.diffaugment works on images; data.name=toy2pt is 1-D, use ''")
+    if cfg.prior.network != "none" and cfg.model.arch == "toy":
+        problems.append("prior.network conditions image GANs; model.arch=toy has no conditioning, "
+                        "use prior.network=none")
+    if cfg.prior.network != "none" and cfg.model.conditional:
+        problems.append("model.conditional=true (class labels) and prior.network (instance "
+                        "features) are alternative conditionings; set model.conditional=false or "
+                        "prior.network=none")
     if cfg.sparsity.level > 0 and cfg.model.arch == "toy":
         problems.append("sparsity.level > 0 prunes G's conv weights and model.arch=toy has none; "
                         "use sparsity.level=0")

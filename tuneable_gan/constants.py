@@ -25,6 +25,8 @@ METRICS: dict[str, str | None] = {
     "fid": "min", "fid_best": "min", "kid": "min", "is_mean": "max", "modes_covered": "max",
     "w1": "min", "w1_best": "min",
     "precision": "max", "recall": "max", "density": "max", "coverage": "max",
+    # Memorisation diagnostics (eval.nn): read beside FID, not optimised; copying is nn_ratio << 1.
+    "nn_fake": None, "nn_real": None, "nn_ratio": None,
     "dig": None, "grad_norm_real": None, "grad_norm_fake": None, "d_loss": None,
     "g_loss": None, "reg_loss": None, "sparsity": None, "steps_per_s": "max", "step": None,
     "images_seen": None}

@@ -4,7 +4,10 @@
 config that validates does not fail when its run starts. The checks are the trainer's own
 calls, in its order (``GANTrainer.__init__``, then ``run_dir.train``): the device, the data,
 the resolved config, G and D (built on the CPU and dropped), the loss, the DiffAugment policy,
-the regularizer (GP refuses a conditional D), the AdvAug terms and the evaluator. A lottery
+the regularizer (GP refuses a conditional D), the AdvAug terms and the evaluator; with an
+instance prior, its network (a weights file is read and loaded into the architecture) and the
+number of mixture components against the training images; ``model.init_from``'s checkpoint
+against the built models. A lottery
 phase adds no check the schema has not made (its rounds and ticket key follow from valid
 values), and the sampler cannot fail on data that loaded.
 
@@ -25,13 +28,17 @@ import torch
 
 from tuneable_gan.advaug import advaug_terms
 from tuneable_gan.augment import parse_policy
-from tuneable_gan.config import Config, DataConfig, EvalConfig, ModelConfig
-from tuneable_gan.data import load_data
+from tuneable_gan.checkpoint import load_init_weights
+from tuneable_gan.config import Config, DataConfig, EvalConfig, ModelConfig, PriorConfig
+from tuneable_gan.data import fraction_indices, load_data
 from tuneable_gan.errors import ConfigError, DataError, UserError
 from tuneable_gan.extractors import digits_classifier_path, inception_weights
 from tuneable_gan.losses import LOSSES
 from tuneable_gan.metrics import Evaluator, cache_root, check_compatible
 from tuneable_gan.models import DataSpec, build_models
+from tuneable_gan.prior.networks import PRIOR_NETWORKS, build_prior_network
+from tuneable_gan.prior.samplers import check_components
+from tuneable_gan.reads import READERS
 from tuneable_gan.regularizers import REGULARIZERS
 from tuneable_gan.resolve import resolve
 from tuneable_gan.trainer import resolve_device
@@ -70,6 +77,8 @@ class Preflight:
 
     def __init__(self) -> None:
         self._specs: dict[DataConfig, tuple[DataSpec | None, list[str]]] = {}
+        self._sizes: dict[DataConfig, int] = {}  # train split sizes of the data that loaded
+        self._priors: dict[PriorConfig, int] = {}
         self._models: dict[tuple[ModelConfig, DataSpec], list[str]] = {}
         self._evaluators: dict[tuple[EvalConfig, DataConfig], tuple[list[str], list[str]]] = {}
 
@@ -85,6 +94,8 @@ class Preflight:
         notes += data_notes
         if spec is None:
             return notes
+        spec = dataclasses.replace(spec, prior_dim=self._prior_dim(cfg.prior))
+        self._check_components(cfg)
         cfg = resolve(cfg, spec)
         problems = self._build(cfg.model, spec)
         if problems:
@@ -104,6 +115,7 @@ class Preflight:
             try:
                 real = load_data(key, "train")
                 self._specs[key] = DataSpec(real.shape, real.num_classes), []
+                self._sizes[key] = len(real)
             except DataError as e:
                 known = KNOWN_SHAPES.get(data.name)
                 if known is None:
@@ -117,6 +129,29 @@ class Preflight:
                         f"were checked with {data.name}'s shape {shape} and {k} classes"]
         return self._specs[key]
 
+    def _prior_dim(self, prior: PriorConfig) -> int:
+        """The prior's feature size; a network that loads a weights file is built once, so a
+        missing file or one of another architecture is refused here (the digits classifier is
+        not trained here: ``train`` does that on first use)."""
+        if prior.network == "none":
+            return 0
+        if prior not in self._priors:
+            if READERS["prior.weights"].reads(prior.network):
+                with torch.random.fork_rng(devices=[]):
+                    build_prior_network(prior, cache_root())
+            self._priors[prior] = PRIOR_NETWORKS.get(prior.network).dim
+        return self._priors[prior]
+
+    def _check_components(self, cfg: Config) -> None:
+        """K mixture components or clusters need at least K training images."""
+        key = dataclasses.replace(cfg.data, fraction=1.0, subset="random", subset_seed=0)
+        if (cfg.prior.network == "none" or key not in self._sizes
+                or not READERS["prior.components"].reads(cfg.prior.sampler)):
+            return
+        d = cfg.data
+        n = len(fraction_indices(self._sizes[key], d.fraction, d.subset_seed, d.subset))
+        check_components(cfg.prior, n)
+
     def _build(self, model: ModelConfig, spec: DataSpec) -> list[str]:
         key = (model, spec)
         if key not in self._models:
@@ -127,7 +162,9 @@ class Preflight:
                 # caller's stream alone.
                 torch.set_num_threads(1)
                 with torch.random.fork_rng(devices=[]):
-                    build_models(model, spec)
+                    G, D = build_models(model, spec)
+                if model.init_from:
+                    load_init_weights(model.init_from, model.arch, G, D)
                 self._models[key] = []
             except ConfigError as e:
                 self._models[key] = e.problems

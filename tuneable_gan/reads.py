@@ -67,6 +67,7 @@ _ADVAUG_OFF = Reader("augment.advaug", ignored_with=("off",))
 _DENSE = Reader("sparsity.level", ignored_with=(0.0,))
 _FULL_DATA = Reader("data.fraction", ignored_with=(1.0,))
 _TOY = Reader("model.arch", ignored_with=("toy",))  # the toy nets have the paper's fixed sizes
+_PRIOR = Reader("prior.network", ignored_with=("none",))
 
 READERS: dict[str, Reader] = {
     **_regularizer_readers(),
@@ -87,6 +88,13 @@ READERS: dict[str, Reader] = {
     "model.z_dim": _TOY,
     "model.g_ch": _TOY,
     "model.d_ch": _TOY,
+    # The random_ controls are initialised, not loaded; digits is the project's own classifier.
+    "prior.weights": Reader("prior.network", read_with=("resnet50", "vgg16", "simclr_resnet50")),
+    "prior.flip_features": _PRIOR,
+    "prior.sampler": _PRIOR,
+    "prior.seed": _PRIOR,
+    "prior.components": Reader("prior.sampler", read_with=("gmm", "kmeans")),
+    "prior.noise": Reader("prior.sampler", read_with=("kmeans",)),
 }
 
 _DEFAULTS = Config().flat()

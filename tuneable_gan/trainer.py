@@ -25,6 +25,8 @@ from torch import nn
 
 from tuneable_gan.advaug import advaug_terms
 from tuneable_gan.augment import diff_augment, parse_policy
+from tuneable_gan.checkpoint import load_init_weights
+from tuneable_gan.conditioning import build_conditioning, data_spec, instance_priors
 from tuneable_gan.config import Config
 from tuneable_gan.data import RealData, Sampler, load_data
 from tuneable_gan.ema import update_ema
@@ -32,7 +34,7 @@ from tuneable_gan.errors import Diverged
 from tuneable_gan.losses import LOSSES
 from tuneable_gan.lottery import LotteryPhase
 from tuneable_gan.metrics import Evaluator
-from tuneable_gan.models import DataSpec, build_models
+from tuneable_gan.models import build_models
 from tuneable_gan.models.spectral import generate
 from tuneable_gan.optim import LR_SCHEDULES, OPTIMIZERS
 from tuneable_gan.phases import DensePhase
@@ -79,23 +81,29 @@ class GANTrainer:
         self.device = torch.device(device) if device is not None else resolve_device(
             cfg.train.device)
         self.data: RealData = load_data(cfg.data, "train")
-        self.spec = DataSpec(self.data.shape, self.data.num_classes)
+        # The priors come from the clean training images, once, before anything trains.
+        priors = instance_priors(cfg, self.data, self.device)
+        self.spec = data_spec(self.data, priors)
         self.cfg = cfg = resolve(cfg, self.spec)
         torch.manual_seed(cfg.train.seed)
         G, D = build_models(cfg.model, self.spec)
+        if cfg.model.init_from:
+            G_init = load_init_weights(cfg.model.init_from, cfg.model.arch, G, D)
         self._rng0 = torch.get_rng_state()  # every phase restarts the global RNG from here
         self.G, self.D = G.to(self.device), D.to(self.device)
         to_channels_last((self.G, self.D), self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        if cfg.model.init_from and G_init is not None:
+            self.G_ema.load_state_dict(G_init)
         # The contexts of a G iteration and of its forwards and losses (evaluation runs outside
         # both: fp32, torch's defaults).
         self.speed = functools.partial(speed_settings, self.device)
         self.autocast = functools.partial(PRECISIONS.get(cfg.train.precision), self.device)
-        self.conditional = bool(cfg.model.conditional)
+        self.cond = build_conditioning(cfg, self.data, priors, self.device)
+        self.conditional = self.cond.kind != "none"
         self.loss = LOSSES.get(cfg.loss.name)
         self.policy = parse_policy(cfg.augment.diffaugment)
         self.images = images_to(self.data.images, self.device)
-        self.labels = self.data.labels.to(self.device)
         self.gen = torch.Generator(self.device).manual_seed(cfg.train.seed)
         self.stats = StepStats()
         # Which G iterations are read (``train_step``): all of them (a sink that averages every
@@ -140,18 +148,15 @@ class GANTrainer:
     # -- sampling -------------------------------------------------------------------------------
 
     def _fake_labels(self, n: int) -> Tensor | None:
-        if not self.conditional:
-            return None
-        return torch.randint(0, self.spec.num_classes, (n,), generator=self.gen,
-                             device=self.device)
+        return self.cond.train_fakes(n, self.gen)
 
     def _real_batch(self) -> tuple[Tensor, Tensor | None]:
         idx = indices_to(self.sampler.next(), self.device)
-        x, y = self.images[idx], self.labels[idx]
+        x, flip = self.images[idx], None
         if self.cfg.data.flip:
             flip = torch.rand(x.shape[0], generator=self.gen, device=self.device) < 0.5
             x = torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
-        return x, (y if self.conditional else None)
+        return x, self.cond.real(idx, flip)
 
     def augment(self, x: Tensor) -> Tensor:
         """DiffAugment T with the trainer's generator (identity when the policy is empty)."""
@@ -328,7 +333,8 @@ class GANTrainer:
     def evaluator(self) -> Evaluator:
         """The run's Evaluator, built on first use (it may train or load an extractor)."""
         if self._evaluator is None:
-            self._evaluator = Evaluator(self.cfg.eval, self.cfg.data, self.device)
+            self._evaluator = Evaluator(self.cfg.eval, self.cfg.data, self.device,
+                                        conditions=self.cond)
         return self._evaluator
 
     def evaluate(self) -> dict[str, Any]:
@@ -359,8 +365,8 @@ class GANTrainer:
         G = self.G_ema if ema else self.G
         gen = torch.Generator(self.device).manual_seed(seed)
         z = G.sample_z(n, gen, self.device)
-        y = (torch.arange(n, device=self.device) % self.spec.num_classes
-             if self.conditional else None)
+        # Its own CPU stream: a prior grid's draws are the same on any device.
+        y = self.cond.grid(n, torch.Generator().manual_seed(seed))
         return generate(G, z, y, mode=self.cfg.eval.g_mode, batch_size=self.cfg.eval.g_batch_size)
 
     def state_dict(self) -> dict[str, Any]:
