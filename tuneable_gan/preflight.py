@@ -36,7 +36,7 @@ from tuneable_gan.extractors import digits_classifier_path, inception_weights
 from tuneable_gan.losses import LOSSES
 from tuneable_gan.metrics import Evaluator, cache_root, check_compatible
 from tuneable_gan.models import DataSpec, build_models
-from tuneable_gan.prior.networks import PRIOR_NETWORKS, build_prior_network
+from tuneable_gan.prior.networks import PRIOR_NETWORKS, build_prior_network, weights_path
 from tuneable_gan.prior.samplers import check_components
 from tuneable_gan.reads import READERS
 from tuneable_gan.regularizers import REGULARIZERS
@@ -94,7 +94,9 @@ class Preflight:
         notes += data_notes
         if spec is None:
             return notes
-        spec = dataclasses.replace(spec, prior_dim=self._prior_dim(cfg.prior))
+        prior_dim, prior_notes = self._prior_dim(cfg.prior)
+        notes += prior_notes
+        spec = dataclasses.replace(spec, prior_dim=prior_dim)
         self._check_components(cfg)
         cfg = resolve(cfg, spec)
         problems = self._build(cfg.model, spec)
@@ -129,18 +131,25 @@ class Preflight:
                         f"were checked with {data.name}'s shape {shape} and {k} classes"]
         return self._specs[key]
 
-    def _prior_dim(self, prior: PriorConfig) -> int:
-        """The prior's feature size; a network that loads a weights file is built once, so a
-        missing file or one of another architecture is refused here (the digits classifier is
-        not trained here: ``train`` does that on first use)."""
+    def _prior_dim(self, prior: PriorConfig) -> tuple[int, list[str]]:
+        """(the prior's feature size, notes). A network that loads a weights file is built
+        once, so a file of another architecture is refused here; a file that is not on this
+        machine is a note, as Inception weights are (a sweep is validated where it is written,
+        run where the files are). The digits classifier is not trained here."""
         if prior.network == "none":
-            return 0
+            return 0, []
+        dim = PRIOR_NETWORKS.get(prior.network).dim
+        if not READERS["prior.weights"].reads(prior.network):
+            return dim, []
         if prior not in self._priors:
-            if READERS["prior.weights"].reads(prior.network):
-                with torch.random.fork_rng(devices=[]):
-                    build_prior_network(prior, cache_root())
-            self._priors[prior] = PRIOR_NETWORKS.get(prior.network).dim
-        return self._priors[prior]
+            try:
+                weights_path(prior)
+            except UserError as e:
+                return dim, [f"not checked here: {e.problems[0]}"]
+            with torch.random.fork_rng(devices=[]):
+                build_prior_network(prior, cache_root())
+            self._priors[prior] = dim
+        return dim, []
 
     def _check_components(self, cfg: Config) -> None:
         """K mixture components or clusters need at least K training images."""
