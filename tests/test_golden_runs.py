@@ -20,7 +20,10 @@ recordings above hold only on the machine class they came from. Recordings of ot
 live in ``golden/machines/<extractor hash>/``, made by ``record_machine.py`` from the commit it
 names (whose output was checked equal to the recordings above on their machine); a run picks the
 set whose hash its own ``eval_protocol`` shows. On a class with no recording, the run is compared
-with the first set over its first steps, where the difference is still rounding only.
+with the first set over the first steps of each stage (a ticket round, the final training), where
+the difference is still rounding only: later, a near-tie (DigGAN's magnitude pairing, a ticket's
+pruning threshold) resolves the other way on some classes and the runs part for good; seen after
+60 to 80 steps on two unrecorded classes.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 MACHINES = GOLDEN / "machines"
 # The first set's hash (the class its recordings come from).
 ORIGIN = "5bb37091"
-# On a machine class with no recording: rows up to this step, to this relative tolerance.
-NEAR_STEPS, NEAR_RTOL = 100, 1e-4
+# On a machine class with no recording: rows up to this step of their stage, to this relative
+# tolerance (rounding alone stayed under 2e-5 there on both classes seen).
+NEAR_STEPS, NEAR_RTOL = 40, 1e-4
 # Wall-clock rates differ run to run; everything else must not.
 TIMING = {"steps_per_s"}
 # Reports also carry the trial's config and where it ran; the golden Tune rows predate the
@@ -93,7 +97,7 @@ def recorded(got: list[dict], name: str, kind: str) -> list[dict] | None:
 
 def assert_near(got: list[dict], want: list[dict], skip: set[str]) -> None:
     """An unrecorded machine class: the numeric columns of the early rows agree to rounding."""
-    early = [(a, b) for a, b in zip(got, want) if b["step"] <= NEAR_STEPS]
+    early = [(a, b) for a, b in zip(got, want) if b.get("stage_step", b["step"]) <= NEAR_STEPS]
     assert early and len(got) == len(want)
     for a, b in early:
         # Evaluation metrics come from this class's own extractor: another number entirely.
@@ -195,8 +199,20 @@ def run_tune(name: str, tmp_path: Path) -> tuple[list[dict], object]:
     return reports, trainer
 
 
+def as_this_class(origin: list[dict], cli: list[dict]) -> list[dict]:
+    """The origin's Tune reports as this machine class's run gives them: training metrics
+    averaged over this class's own CLI rows, and the evaluation row's values (FID from this
+    class's extractor, its ``eval_protocol``) taken from the CLI row of the same step."""
+    out = []
+    for report in logged_means(origin, cli):
+        row = next(r for r in cli if r["step"] == report["step"])
+        out.append(report | {k: v for k, v in row.items() if k in report and "." not in k
+                             and not averaged(k, v) and k not in TIMING})
+    return out
+
+
 @pytest.mark.parametrize("name", ["dense", "sparse"])
-def test_tune_sink_reproduces_the_golden_reports(name, tmp_path):
+def test_tune_sink_reproduces_the_golden_reports(name, tmp_path, monkeypatch):
     reports, trainer = run_tune(name, tmp_path)
     cfg = load_config(GOLDEN / f"{name}.yaml")
     origin = logged_means([as_now(r, cfg.optim.d_steps) for r in rows(
@@ -205,6 +221,13 @@ def test_tune_sink_reproduces_the_golden_reports(name, tmp_path):
     if machine(reports) != ORIGIN and (mine / f"{name}.tune.jsonl").is_file():
         want = logged_means(rows(mine / f"{name}.tune.jsonl"),
                             rows(mine / f"{name}.metrics.jsonl"))
+        skip = TIMING | NOT_TRAINING
+        assert [without(r, skip) for r in reports] == [without(r, skip) for r in want]
+    elif machine(reports) != ORIGIN:
+        # No recording of this class: the CLI test checks its early steps against the origin;
+        # here the sink must report exactly what this class's own CLI run logs and evaluates.
+        monkeypatch.setenv("TUNEABLE_GAN_TICKETS", str(tmp_path / "cli-tickets"))
+        want = as_this_class(origin, run_cli(name, tmp_path))
         skip = TIMING | NOT_TRAINING
         assert [without(r, skip) for r in reports] == [without(r, skip) for r in want]
     else:

@@ -2,8 +2,8 @@
 
 On the CPU (bf16 autocast exists there): one DigGAN D step's D gradients agree with fp32 to a
 stated tolerance; parameters, optimizer state, the G EMA, spectral-norm vectors, the logits and
-the input-gradient norms stay fp32; evaluation stays fp32; a short digits run's FID trajectory
-stays close to the fp32 run's; a bf16 run resumes bitwise. fp32 itself is held bit for bit to
+the input-gradient norms stay fp32; evaluation stays fp32; short digits runs' FIDs change less
+in bf16 than with another seed; a bf16 run resumes bitwise. fp32 itself is held bit for bit to
 the recorded runs by tests/test_golden_runs.py. The CUDA-only settings are checked as far as a
 CPU allows.
 """
@@ -28,9 +28,13 @@ from tuneable_gan.trainer import GANTrainer
 # bf16's error (~4e-3 per norm) over the gap g_real - g_fake, so it grows with the weight
 # (7e-2 at weight 1000, measured): a property of bf16, not a defect.
 GRAD_RTOL = 2e-2
-# |FID_bf16 - FID_fp32| / FID_fp32 at each evaluation of the 120-step digits run (measured at
-# most 0.075 over seeds 0-5 at the last evaluation, far less earlier).
-FID_RTOL = 0.15
+# A 120-step digits run scored on 500 samples is noisy: what bf16 changes is held against what a
+# change of seed changes. Measured on two CPU classes over seeds 0-5: |FID_bf16 - FID_fp32| at
+# the last evaluation 0.4-4.4 (relative 1-21%), while fp32 runs of seeds 0-2 differ by 3.6-13.9.
+SEEDS = (0, 1, 2)
+# bf16's mean change at the last evaluation, as a fraction of the seeds' mean pairwise spread
+# (measured 0.20); and a bound on any one evaluation that only a broken bf16 path exceeds.
+SEED_FRACTION, FID_RTOL = 0.5, 0.35
 
 ARCHES = {"dcgan": {}, "sngan": {"model__arch": "sngan", "data__resolution": 32,
                                  "model__g_ch": 4, "model__d_ch": 4}}
@@ -115,10 +119,10 @@ def test_precision_is_a_config_key_with_the_registry_names(tiny):
     assert from_dict(cfg.flat()) == cfg
 
 
-def fid_trajectory(tiny, precision: str) -> list[float]:
+def fid_trajectory(tiny, precision: str, seed: int) -> list[float]:
     t = GANTrainer(tiny(train__precision=precision, train__steps=120, train__eval_every=40,
-                        optim__d_steps=1, optim__batch_size=16, model__g_ch=16,
-                        model__d_ch=16, eval__num_samples=500))
+                        train__seed=seed, optim__d_steps=1, optim__batch_size=16,
+                        model__g_ch=16, model__d_ch=16, eval__num_samples=500))
     t.record_every_step = False
     fids = []
     while not t.finished:
@@ -128,12 +132,18 @@ def fid_trajectory(tiny, precision: str) -> list[float]:
     return fids
 
 
-def test_a_short_digits_run_in_bf16_keeps_close_to_the_fp32_fid_trajectory(tiny):
-    want, got = fid_trajectory(tiny, "fp32"), fid_trajectory(tiny, "bf16")
-    assert len(want) == len(got) == 3 and want[-1] < 0.2 * want[0]  # it learned something
-    assert got != want  # bf16 trained differently
+@pytest.mark.slow
+def test_short_digits_runs_in_bf16_keep_closer_to_fp32_than_another_seed_does(tiny):
+    want = [fid_trajectory(tiny, "fp32", s) for s in SEEDS]
+    got = [fid_trajectory(tiny, "bf16", s) for s in SEEDS]
     for w, g in zip(want, got):
-        assert abs(g - w) <= FID_RTOL * w, (want, got)
+        assert len(w) == len(g) == 3 and g[-1] < 0.2 * g[0]  # it learned something
+        assert g != w  # bf16 trained differently
+        assert all(abs(b - a) <= FID_RTOL * a for a, b in zip(w, g)), (want, got)
+    change = sum(abs(g[-1] - w[-1]) for w, g in zip(want, got)) / len(SEEDS)
+    pairs = [(a, b) for i, a in enumerate(want) for b in want[i + 1:]]
+    spread = sum(abs(a[-1] - b[-1]) for a, b in pairs) / len(pairs)
+    assert change <= SEED_FRACTION * spread, (want, got)
 
 
 def test_cuda_settings_are_scoped_to_the_step_and_absent_on_the_cpu(tiny):

@@ -113,7 +113,7 @@ BAD = [
     (("name",), "my sweep", "name must match [A-Za-z0-9_.-]+, got 'my sweep'", None),
     ((T, "metric"), "FID", "tune.metric: unknown metric 'FID' (did you mean 'fid'?); reported: "
      "fid, fid_best, kid, is_mean, modes_covered, w1, w1_best, precision, recall, density, "
-     "coverage, dig, grad_norm_real, "
+     "coverage, nn_fake, nn_real, nn_ratio, dig, grad_norm_real, "
      "grad_norm_fake, d_loss, g_loss, reg_loss, sparsity, steps_per_s, step, images_seen",
      None),
     ((T, "mode"), "max", "tune.mode=max but fid is better when lower (use mode: min)", None),
