@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis import output, plots, stats, tables, tickets
+from analysis import calibration, output, plots, stats, tables, tickets
 from analysis.collect import STATUSES, collect, read_collected, trial_table, write_parquet
 from tuneable_gan.errors import UserError
 
@@ -193,6 +193,8 @@ def build_report(experiment: str, out: str | None = None,
     shutil.rmtree(dest / "plots", ignore_errors=True)  # no figure left over from a past build
     figs = plots.make_plots(df, tv, dest / "plots", metric=metric, importances=imp,
                             importance_reason=why, reading=reading)
+    # Whether the rungs (or, for FIFO, any early evaluation) ranked trials as the end did.
+    blocks += calibration.section(df, metric, dest)
     # The best configuration is what a finished trial reached when one did: a full-length run
     # is the thing being reproduced; the common budget only when nothing finished.
     best_from = "final" if (aggs["final"][0]["n"] > 0).any() else primary
