@@ -6,8 +6,9 @@ supports it; otherwise the result says why not.
 * ``learning_curves``: FID over training per cell, mean ± std over seeds;
 * ``dig_curves``: the discriminator gradient gap over training per data fraction or cell (log y;
   the paper's Fig. 1 and 6);
-* ``sample_grids``: 64 EMA-generator samples of the best trial of each cell, from its last
-  checkpoint, generated as the run's evaluation does (exact spectral norm, ``eval.g_mode``);
+* ``sample_grids``: 64 EMA-generator samples of the best trial of each cell, from its best
+  checkpoint by the metric, generated as the run's evaluation does (exact spectral norm,
+  ``eval.g_mode``);
 * ``importance_bars``: fANOVA importance of the swept factors.
 """
 
@@ -30,7 +31,7 @@ import pandas as pd  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
 
 from analysis import output  # noqa: E402
-from analysis.collect import filesystem  # noqa: E402
+from analysis.checkpoints import best_checkpoint  # noqa: E402
 from analysis.stats import cell_label, direction  # noqa: E402
 
 MAX_CELLS = 8  # more lines or grids than this stop being readable
@@ -217,18 +218,6 @@ def importance_bars(importances: dict[str, float], out_dir: str | Path,
     return res
 
 
-def last_checkpoint(experiment: str, trial_dir: str) -> tuple[pafs.FileSystem, str] | None:
-    """(filesystem, path) of a trial's newest ``checkpoint_*`` directory, or None."""
-    fs, root = filesystem(experiment)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(f"{root}/{trial_dir}", allow_not_found=True))
-    except OSError:
-        return None
-    ckpts = sorted(i.path for i in infos if i.type == pafs.FileType.Directory
-                   and i.base_name.startswith("checkpoint_"))
-    return (fs, ckpts[-1]) if ckpts else None
-
-
 def _samples(fs: pafs.FileSystem, ckpt: str, n: int = 64) -> tuple[Any, int]:
     """``n`` samples of the checkpoint's EMA generator (fixed latent seed) and its step."""
     import torch
@@ -307,16 +296,17 @@ def _grid(x: Any) -> np.ndarray:
 
 
 def sample_grids(tv: pd.DataFrame, experiment: str, out_dir: str | Path,
-                 value: str = "fid") -> PlotResult:
-    """Samples of the best trial (by ``value``) of each cell from its last checkpoint, one panel
+                 value: str = "fid", reports: pd.DataFrame | None = None) -> PlotResult:
+    """Samples of the best trial (by ``value``) of each cell from its best checkpoint by
+    ``value`` (``checkpoints.best_checkpoint`` over the trial's ``reports``), one panel
     per cell (best cells first when there are more than ``MAX_CELLS``); each panel is also
     written alone under ``samples/`` (PNG; 1-D toy samples as ``viz.save_samples``'s
     histogram)."""
     from tuneable_gan.errors import UserError
     from tuneable_gan.viz import save_samples
 
-    res = PlotResult("samples", "samples of the best trial per cell (EMA generator, last "
-                                "checkpoint)")
+    res = PlotResult("samples", "samples of the best trial per cell (EMA generator, its best "
+                                f"checkpoint by {value})")
     factors = list(tv.attrs.get("factors", []))
     better = direction(value) or "min"
     picks = []
@@ -328,12 +318,14 @@ def sample_grids(tv: pd.DataFrame, experiment: str, out_dir: str | Path,
                               else -p[1]["_v"] if pd.notna(p[1]["_v"]) else 0))
     panels, problems = [], []
     for label, row in picks[:MAX_CELLS]:
-        found = last_checkpoint(experiment, row["trial_dir"]) if row.get("trial_dir") else None
+        mine = (reports[reports["trial_id"] == row["trial_id"]] if reports is not None
+                else pd.DataFrame([row]))
+        found = best_checkpoint(experiment, mine, value) if row.get("trial_dir") else None
         if found is None:
             problems.append(f"{label}: no checkpoint")
             continue
         try:
-            x, step = _samples(*found)
+            x, step = _samples(found.fs, found.path)
         except (UserError, OSError, RuntimeError, KeyError) as e:
             problems.append(f"{label}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             continue
@@ -385,6 +377,6 @@ def make_plots(df: pd.DataFrame, tv: pd.DataFrame, out_dir: str | Path, *, metri
                dig_curves(df, out),
                importance_bars(importances or {}, out, importance_reason, metric)]
     if samples:
-        results.append(sample_grids(tv, str(df.attrs.get("experiment", "")), out, metric))
+        results.append(sample_grids(tv, str(df.attrs.get("experiment", "")), out, metric, df))
     return results
 

@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from analysis import calibration, output, plots, stats, tables, tickets
+from analysis.checkpoints import best_checkpoint
 from analysis.collect import STATUSES, collect, read_collected, trial_table, write_parquet
 from tuneable_gan.errors import UserError
 
@@ -68,26 +69,30 @@ def _best(agg: pd.DataFrame, tv: pd.DataFrame, metric: str) -> pd.Series | None:
     return mine.sort_values(metric, ascending=asc).iloc[0] if not mine.empty else None
 
 
-def _best_config(experiment: str, row: pd.Series, last: pd.DataFrame, out: Path) -> Path:
-    """Write the trial's config (from its last checkpoint, else its reported config)."""
+def _best_config(experiment: str, row: pd.Series, df: pd.DataFrame, last: pd.DataFrame,
+                 metric: str, out: Path) -> tuple[Path, str]:
+    """Write the trial's config (from its best checkpoint by ``metric``, else its reported
+    config); returns the path and where the config came from, for the report."""
     path = out / "best_config.yaml"
-    found = plots.last_checkpoint(experiment, row["trial_dir"]) if row.get("trial_dir") else None
+    found = (best_checkpoint(experiment, df[df["trial_id"] == row["trial_id"]], metric)
+             if row.get("trial_dir") else None)
     if found is not None:
-        fs, ckpt = found
         try:
-            with fs.open_input_stream(f"{ckpt}/config.yaml") as f:
+            with found.fs.open_input_stream(f"{found.path}/config.yaml") as f:
                 data = f.read()
         except OSError:
             data = None  # fall back to the config the trial reported
         if data is not None:
             output.write_bytes(path, data)
-            return path
+            which = "best checkpoint by " + metric if found.best else "newest checkpoint"
+            at = f" ({found.path.rsplit('/', 1)[-1]}, step {found.step})" if found.step else ""
+            return path, f"its {which}{at}"
     from tuneable_gan.config import valid_keys
 
     rep = last[last["trial_id"] == row["trial_id"]].iloc[0]
     cfg = {k: _plain(rep[k]) for k in valid_keys() if k in rep.index}
     output.write_text(path, yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    return path, "its last report (no checkpoint kept)"
 
 
 def _plain(v: Any) -> Any:
@@ -218,12 +223,13 @@ def build_report(experiment: str, out: str | None = None,
         ("h2", "Search space"), ("kv", _space_lines(attrs)),
     ]
     if best is not None:
-        cfg_path = _best_config(str(attrs["experiment"]), best, last, dest)
+        cfg_path, source = _best_config(str(attrs["experiment"]), best, df, last, metric, dest)
         head += [("h2", "Best configuration"),
                  ("p", f"Best cell by mean {metric} ({best_reading}): "
                        f"{stats.cell_label({f: best[f] for f in factors})}; its best trial "
                        f"{best['trial_id']} (seed {best.get('train.seed')}, {metric} "
-                       f"{best[metric]:.4g} at step {best['step']}). Reproduce it with:"),
+                       f"{best[metric]:.4g} at step {best['step']}). best_config.yaml is from "
+                       f"{source}. Reproduce it with:"),
                  ("code", f"tuneable-gan train {shlex.quote(str(cfg_path))} --out runs/best")]
     errored = last[last["status"] == "errored"]
     tail: list[Block] = [("h2", "Figures")]

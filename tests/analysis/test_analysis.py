@@ -20,7 +20,8 @@ import pytest
 import yaml
 from scipy import stats as st
 
-from analysis import plots, stats, tables
+from analysis import stats, tables
+from analysis.checkpoints import last_checkpoint
 from analysis.collect import collect, read_collected, trial_table
 from analysis.report import build_report, main, parse_baseline
 from tuneable_gan.config import load_config
@@ -33,7 +34,7 @@ _spec = importlib.util.spec_from_file_location("record_experiment",
 record = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(record)  # the sweep's design: one place for the recording and the test
 RERECORD = "the recorded experiment is out of date: run python tests/fixtures/record_experiment.py"
-SAMPLES = "samples of the best trial per cell (EMA generator, last checkpoint)"
+SAMPLES = "samples of the best trial per cell (EMA generator, its best checkpoint by fid)"
 
 
 @pytest.fixture
@@ -262,7 +263,7 @@ def test_live_sweep_collects_and_reports_with_samples(tmp_path):
     # cell at its first rung (step 2), before the first checkpoint (step 4): the order results
     # arrive in decides, so such a cell has no grid. A finished trial always has one.
     with_ckpt = {w for w, t in zip(last["regularizer.weight"], last["trial_dir"])
-                 if plots.last_checkpoint(exp, t) is not None}
+                 if last_checkpoint(exp, t) is not None}
     assert with_ckpt >= set(last.loc[last["status"] == "finished", "regularizer.weight"])
     cells = [stats.cell_label({"regularizer.weight": w}) for w in sorted(with_ckpt)]
     assert cells and sorted(p.name for p in (d / "plots" / "samples").iterdir()) == sorted(
@@ -273,7 +274,7 @@ def test_live_sweep_collects_and_reports_with_samples(tmp_path):
     # config.
     best = md.split("its best trial ")[1].split()[0]
     trial_dir = last.set_index("trial_id").loc[best, "trial_dir"]
-    fs, ckpt = plots.last_checkpoint(exp, trial_dir)
+    fs, ckpt = last_checkpoint(exp, trial_dir)
     with fs.open_input_stream(f"{ckpt}/config.yaml") as f:
         assert (d / "best_config.yaml").read_bytes() == f.read()
     assert load_config(d / "best_config.yaml").train.steps == record.BASE["train.steps"]
