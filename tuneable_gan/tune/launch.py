@@ -1,14 +1,16 @@
 """Build and run (or resume) a Tune experiment from a SweepSpec.
 
-Searcher (random | grid | optuna), scheduler (fifo | asha), per-trial resources, concurrency,
-failure policy, checkpoint retention, local or remote storage, and an existing cluster. Every
-check a user can fail (name, storage, resources) runs before anything is written; the stored
-spec, the integrity record (``integrity``) and the driver state (``driver_state``) are written
-with ``disk.writing``, and resume verifies the record before Ray unpickles anything.
+Searcher (random | grid | optuna), scheduler (fifo | asha | seed_asha), per-trial resources,
+concurrency, failure policy, checkpoint retention, local or remote storage, and an existing
+cluster. Every check a user can fail (name, storage, resources) runs before anything is
+written; the stored spec, the integrity record (``integrity``) and the driver state
+(``driver_state``) are written with ``disk.writing``, and resume verifies the record before
+Ray unpickles anything.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,11 +23,13 @@ import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from tuneable_gan.constants import SPEC_FILE
+from tuneable_gan.constants import SEED_KEY, SPEC_FILE
 from tuneable_gan.disk import blocked, writing
 from tuneable_gan.errors import ConfigError, UserError
 from tuneable_gan.tune import driver_state, integrity
+from tuneable_gan.tune.seed_asha import SeedGroupASHA
 from tuneable_gan.tune.space import SweepSpec, spec_from_dict
+from tuneable_gan.tune.space_parse import TRIAL_INDEX
 from tuneable_gan.tune.trainable import TrialContext, ticket_root, train_gan
 
 TUNER_FILE = "tuner.pkl"  # Ray's own name (ray.tune.impl.tuner_internal)
@@ -138,11 +142,22 @@ def _read_text(uri: str) -> str:
         return f.read().decode()
 
 
+def configuration_of(config: dict[str, Any]) -> str:
+    """A trial's configuration (its config less the seed and Repeater's index) as a string:
+    the seeds of one configuration share it (``SeedGroupASHA``'s ``group_of``)."""
+    rest = {k: v for k, v in config.items() if k not in (SEED_KEY, TRIAL_INDEX)}
+    return json.dumps(rest, sort_keys=True, default=repr)
+
+
 def _scheduler(spec: SweepSpec) -> TrialScheduler:
     s = spec.tune.scheduler
     if s.name == "fifo":
         return FIFOScheduler()
     params = {"max_t": spec.reports_per_trial()} | dict(s.params)
+    if s.name == "seed_asha":
+        # A module-level group function: tuner.pkl pickles the scheduler.
+        return SeedGroupASHA(time_attr="training_iteration", group_of=configuration_of,
+                             group_size=spec.seeds, **params)
     return ASHAScheduler(time_attr="training_iteration", **params)
 
 

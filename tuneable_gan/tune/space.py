@@ -58,6 +58,7 @@ from tuneable_gan.tune.space_cells import (
 )
 from tuneable_gan.tune.space_checks import check_explicit, preflight_cells, top_level_problems
 from tuneable_gan.tune.space_parse import (
+    ASHA_SCHEDULERS,
     MAX_COMBOS,
     SAMPLE_KEY,
     SAMPLED,
@@ -283,13 +284,13 @@ class SweepSpec:
         checkpoint_every -> min(10, steps); eval.num_samples -> min(n, 200); axes on those four
         keys are dropped; seeds -> 1; the first two grid axes keep their first 2 values and any
         further grid axis its first value (at most 4 grid cells); num_samples -> 1
-        (random/grid) or 2 (optuna); ASHA grace_period -> 1 (and max_t, if set, -> at most
-        the smoke run's report count); a set sparsity.round_steps -> min(round_steps, the
-        smoke's train.steps). The caps are written into the base as explicit keys (so no
-        preset, the base's or a rule's, can undo them) and into every rule that sets one of
-        those keys (capped the same way, a rule's cadence and rounds by its own capped
-        train.steps when it sets one); rules whose cells the shortened grids lost are dropped.
-        Everything else is kept."""
+        (random/grid) or 2 (optuna); ASHA (asha, seed_asha) grace_period -> 1 (and max_t, if
+        set, -> at most the smoke run's report count); a set sparsity.round_steps ->
+        min(round_steps, the smoke's train.steps). The caps are written into the base as
+        explicit keys (so no preset, the base's or a rule's, can undo them) and into every
+        rule that sets one of those keys (capped the same way, a rule's cadence and rounds by
+        its own capped train.steps when it sets one); rules whose cells the shortened grids
+        lost are dropped. Everything else is kept."""
         doc = self.to_dict()
         base = self.base
         steps = min(base.train.steps, SMOKE_STEPS)
@@ -308,8 +309,8 @@ class SweepSpec:
                         if "grid" in ax else ax for k, ax in space.items()}
         t = doc["tune"]
         t["num_samples"] = 2 if t["search"] == "optuna" else 1
-        if isinstance(t["scheduler"], dict):
-            asha = t["scheduler"]["asha"]
+        if isinstance(t["scheduler"], dict):  # asha or seed_asha
+            asha = next(iter(t["scheduler"].values()))
             asha["grace_period"] = 1
             if "max_t" in asha:
                 asha["max_t"] = min(asha["max_t"], math.ceil(steps / min(SMOKE_EVERY, steps)))
@@ -323,8 +324,8 @@ class SweepSpec:
         if self.seeds > 1:
             space[SEED_KEY] = {"seeds": self.seeds}
         t = self.tune
-        sched: Any = ({"asha": dict(t.scheduler.params)} if t.scheduler.name == "asha"
-                      else "fifo")
+        sched: Any = ({t.scheduler.name: dict(t.scheduler.params)}
+                      if t.scheduler.name in ASHA_SCHEDULERS else "fifo")
         tune = {f.name: getattr(t, f.name) for f in dataclasses.fields(t)}
         tune.update(scheduler=sched, resources=dict(t.resources))
         doc = {"name": self.name, "description": self.description,
@@ -414,13 +415,14 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
     if tune.search == "optuna" and not sampled and space_ok:
         problems.append("tune.search=optuna needs at least one sampled axis besides the seeds "
                         "(for a plain seed sweep use search: grid)")
-    if tune.scheduler.name == "asha" and base is not None and space_ok and cells_ok and any(
+    rungs = tune.scheduler.name in ASHA_SCHEDULERS
+    if rungs and base is not None and space_ok and cells_ok and any(
             v > 0 for v in possible_values("sparsity.level", base, base_doc, axes, cells)):
         # Stage-I reports carry no FID of the ticket, and how many a trial makes depends on
         # which rounds it reuses: ASHA's rungs would compare unlike things (tuneable_gan.lottery).
-        problems.append("tune.scheduler=asha cannot judge lottery-ticket trials (sparsity.level "
-                        "> 0 runs ticket rounds first, with no ticket FID to compare); use "
-                        "scheduler: fifo")
+        problems.append(f"tune.scheduler={tune.scheduler.name} cannot judge lottery-ticket "
+                        "trials (sparsity.level > 0 runs ticket rounds first, with no ticket "
+                        "FID to compare); use scheduler: fifo")
     if tune.search != "optuna" and tune.num_samples > 1 and not sampled and space_ok:
         problems.append(f"tune.num_samples={tune.num_samples} would repeat identical trials: no "
                         f"axis is sampled (for replicates use train.seed: {{seeds: N}})")

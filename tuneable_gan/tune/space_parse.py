@@ -27,6 +27,9 @@ CELL_KEYS = ("when", "set", "source")
 TUNE_KEYS = ("metric", "mode", "search", "num_samples", "scheduler", "resources",
              "max_concurrent", "max_failures", "num_to_keep", "storage", "seed")
 ASHA_KEYS = ("grace_period", "reduction_factor", "max_t")
+# The rung schedulers (same settings): seed_asha judges a configuration by its seeds' mean.
+ASHA_SCHEDULERS = ("asha", "seed_asha")
+SCHEDULERS = ("fifo", *ASHA_SCHEDULERS)
 SEARCHES = ("random", "grid", "optuna")
 SAMPLE_KEY, TRIAL_INDEX = "__sample__", "__trial_index__"
 IMAGE_METRICS = ("fid", "fid_best", "kid", "is_mean")
@@ -40,7 +43,8 @@ MAX_COMBOS = 128
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    """``asha`` (params: grace_period, reduction_factor, optional max_t) or ``fifo`` ({}).
+    """``asha`` or ``seed_asha`` (params: grace_period, reduction_factor, optional max_t; see
+    ``seed_asha``) or ``fifo`` ({}).
 
     Without max_t, launch uses ``SweepSpec.reports_per_trial()``.
     """
@@ -155,16 +159,20 @@ def _metric_problems(metric: str, mode: str, base: Config) -> list[str]:
 def _parse_scheduler(raw: Any, problems: list[str]) -> SchedulerSpec:
     name, params = (raw, {}) if isinstance(raw, str) else (
         next(iter(raw.items())) if isinstance(raw, dict) and len(raw) == 1 else (None, {}))
-    if name not in ("asha", "fifo") or not isinstance(params or {}, dict):
-        problems.append("tune.scheduler must be fifo or asha (e.g. {asha: {grace_period: 2}}); "
-                        f"got {fmt(raw)}")
+    if name not in SCHEDULERS or not isinstance(params or {}, dict):
+        problems.append("tune.scheduler must be fifo, asha or seed_asha (e.g. {asha: "
+                        f"{{grace_period: 2}}}}); got {fmt(raw)}")
         return SchedulerSpec("fifo")
     params = dict(params or {})
     if name == "fifo":
         if params:
             problems.append(f"tune.scheduler.fifo takes no settings, got {fmt(params)}")
         return SchedulerSpec("fifo")
-    where = "tune.scheduler.asha."
+    return SchedulerSpec(name, _parse_asha(params, f"tune.scheduler.{name}.", problems))
+
+
+def _parse_asha(params: dict[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
+    """The settings asha and seed_asha share: grace_period, reduction_factor, optional max_t."""
     problems += [f"{where}{k}: unknown key{did_you_mean(str(k), ASHA_KEYS, where)}"
                  for k in params if k not in ASHA_KEYS]
     out: dict[str, Any] = {"grace_period": _int(params, "grace_period", 1, 1, problems, "",
@@ -180,7 +188,7 @@ def _parse_scheduler(raw: Any, problems: list[str]) -> SchedulerSpec:
         if out["max_t"] < out["grace_period"]:
             problems.append(f"{where}grace_period ({out['grace_period']}) must be <= max_t "
                             f"({out['max_t']})")
-    return SchedulerSpec("asha", out)
+    return out
 
 
 def _parse_resources(raw: Any, problems: list[str]) -> dict[str, float]:
