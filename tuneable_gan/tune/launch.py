@@ -26,7 +26,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from tuneable_gan.constants import SEED_KEY, SPEC_FILE
 from tuneable_gan.disk import blocked, writing
 from tuneable_gan.errors import ConfigError, UserError
-from tuneable_gan.tune import driver_state, integrity
+from tuneable_gan.tune import driver_state, integrity, scheduler_state
 from tuneable_gan.tune.seed_asha import SeedGroupASHA
 from tuneable_gan.tune.space import SweepSpec, spec_from_dict
 from tuneable_gan.tune.space_parse import TRIAL_INDEX
@@ -186,19 +186,26 @@ def build_tuner(spec: SweepSpec, fn: Callable[..., None] = train_gan,
     """A Tuner for ``spec`` running ``fn`` (default ``train_gan``); call ``.fit()``. It keeps
     the experiment's integrity record (``integrity.IntegrityRecorder``) besides ``callbacks``."""
     t = spec.tune
+    scheduler = _scheduler(spec)
     return tune.Tuner(
         trainable(spec, fn),
         param_space=spec.param_space(),
         tune_config=tune.TuneConfig(
             metric=t.metric, mode=t.mode, num_samples=spec.tuner_num_samples(),
-            search_alg=_searcher(spec), scheduler=_scheduler(spec),
+            search_alg=_searcher(spec), scheduler=scheduler,
             max_concurrent_trials=t.max_concurrent or None,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             reuse_actors=True),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage_root(t.storage),
-            callbacks=[integrity.IntegrityRecorder(), *callbacks],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=t.num_to_keep),
+            # The scheduler's state first: the integrity recorder seals it in the same step.
+            callbacks=[scheduler_state.SchedulerRecorder(scheduler),
+                       integrity.IntegrityRecorder(), *callbacks],
+            # The best by the sweep metric are kept (Tune always keeps the newest too, for
+            # resume): the report's samples and best config come from the best evaluation.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
+                checkpoint_score_order=t.mode),
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             verbose=1),
     )
@@ -285,7 +292,29 @@ def resume_sweep(experiment: str, address: str | None = None,
     tuner = tune.Tuner.restore(path, trainable=trainable(spec, fn), resume_unfinished=True,
                                resume_errored=True, restart_errored=False)
     _keep_recording(tuner)
+    _restore_scheduler(tuner, path)
     return _fit(tuner, path), spec
+
+
+def _restore_scheduler(tuner: tune.Tuner, path: str) -> None:
+    """Put the stored scheduler state (``scheduler_state``) into the restored scheduler and
+    keep recording it: without it a resumed ASHA sweep starts with empty rungs."""
+    internal = getattr(tuner, "_local_tuner", None)
+    if internal is None:
+        return  # Ray Client: the scheduler lives on the cluster, as tuner.pkl left it
+    # Tuner.restore has no public way to reach the scheduler it unpickled; fit() uses this one.
+    scheduler = internal._tune_config.scheduler
+    doc = scheduler_state.load(path)
+    if doc is not None:
+        try:
+            scheduler_state.set_state(scheduler, doc)
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path}/{scheduler_state.STATE_FILE}: cannot restore the "
+                            f"scheduler ({e})") from None
+    run_config = internal.get_run_config()
+    others = [c for c in run_config.callbacks or []
+              if not isinstance(c, scheduler_state.SchedulerRecorder)]
+    run_config.callbacks = [scheduler_state.SchedulerRecorder(scheduler), *others]
 
 
 def _keep_recording(tuner: tune.Tuner) -> None:
