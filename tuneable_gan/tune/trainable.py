@@ -7,7 +7,9 @@ trial's resolved config flattened (so ``regularizer.weight`` is the lambda the t
 rule included), the training metrics averaged over the steps since the last report, the
 evaluation, the phase's description, ``step``, ``images_seen``, ``sparsity``, ``device``,
 ``gpu_ids`` and ``node_id``. A checkpoint is attached to the first report at or after each
-multiple of ``train.checkpoint_every`` and to the last. A diverged trial reports once with
+multiple of ``train.checkpoint_every``, to each report that improves the trial's best sweep
+metric (so the best evaluation has one: Tune keeps the ``num_to_keep`` best by the metric and
+the newest, ``launch``) and to the last. A diverged trial reports once with
 ``fid = inf`` and ``diverged = True`` and stops; the sweep goes on.
 
 Each trial gets its ``TrialContext`` once, built by the driver from the validated sweep: the base
@@ -114,6 +116,7 @@ class TuneSink:
             "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
             "node_id": ray.get_runtime_context().get_node_id()}
         self.metric, self.mode = metric, mode
+        self.best: float | None = None  # the trial's best metric so far (this attempt)
         self._start_interval()
 
     def _start_interval(self) -> None:
@@ -138,7 +141,8 @@ class TuneSink:
         means["steps_per_s"] = self.n / max(time.perf_counter() - self.t0, 1e-9)
         report = self.static | row | means | {"diverged": False}
         report.setdefault(self.metric, math.nan)  # stage I: Tune needs the key, there is none
-        if self.checkpoint or trainer.finished:
+        improved = self._improves(report[self.metric])  # before the or: it keeps the best
+        if self.checkpoint or trainer.finished or improved:
             with tempfile.TemporaryDirectory() as tmp:
                 path = write_checkpoint(Path(tmp) / "checkpoint", trainer.state_dict(),
                                         trainer.cfg)
@@ -146,6 +150,16 @@ class TuneSink:
         else:
             tune.report(report)
         self._start_interval()
+
+    def _improves(self, value: Any) -> bool:
+        """Whether ``value`` is finite and better than the best so far (then it is the best)."""
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.best is not None and (value >= self.best if self.mode == "min"
+                                      else value <= self.best):
+            return False
+        self.best = float(value)
+        return True
 
     def on_diverged(self, trainer: GANTrainer, error: Diverged) -> None:
         worst = math.inf if self.mode == "min" else -math.inf

@@ -1,0 +1,68 @@
+"""Best checkpoints: a report that improves the trial's best metric carries a checkpoint, Tune
+keeps the best by the metric as well as the newest (``num_to_keep: 1``), and the report's best
+config and samples come from the best one, saying its step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TINY
+
+from analysis.checkpoints import best_checkpoint, kept
+from analysis.collect import collect
+from analysis.report import build_report
+from tuneable_gan.checkpoint import read_checkpoint
+from tuneable_gan.trainer import GANTrainer
+from tuneable_gan.tune import trainable as trainable_mod
+from tuneable_gan.tune.launch import run_sweep
+from tuneable_gan.tune.space import load_space
+
+# Scripted FIDs for the 4 evaluations (steps 2, 4, 6, 8): the best is at step 4; checkpoints
+# fall due at steps 8 (checkpoint_every) and the last; improvements add steps 2 and 4.
+FIDS = [50.0, 30.0, 40.0, 60.0]
+BASE = TINY | {"train.steps": 8, "train.eval_every": 2, "train.checkpoint_every": 8,
+               "eval.num_samples": 64, "eval.batch_size": 64}
+
+
+def scripted_train_gan(config, ctx):
+    """train_gan whose evaluations report ``FIDS`` in turn."""
+    real, fids = GANTrainer.evaluate, iter(FIDS)
+
+    def evaluate(self):
+        return real(self) | {"fid": next(fids)}
+
+    GANTrainer.evaluate = evaluate
+    try:
+        trainable_mod.train_gan(config, ctx)
+    finally:
+        GANTrainer.evaluate = real
+
+
+scripted_train_gan.__name__ = "train_gan"
+
+
+@pytest.mark.slow
+def test_the_best_checkpoint_survives_num_to_keep_and_feeds_the_report(ray_2cpu, tmp_path):
+    doc = {"name": "best", "base": BASE, "space": {},
+           "tune": {"storage": str(tmp_path / "results"), "resources": {"cpu": 1},
+                    "num_to_keep": 1, "search": "grid"}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    results = run_sweep(load_space(tmp_path / "s.yaml"), fn=scripted_train_gan)
+    assert results.num_errors == 0
+    exp = str(tmp_path / "results" / "best")
+    df = collect(exp)
+    assert df["fid"].tolist() == FIDS
+    # Reports at steps 2 and 4 improved (checkpoints), 6 did not, 8 is the last.
+    carried = df.loc[df["checkpoint_dir_name"].notna(), "step"].tolist()
+    assert carried == [2, 4, 8]
+    (trial_dir,) = df["trial_dir"].unique()
+    _, paths = kept(exp, trial_dir)
+    steps = [read_checkpoint(p, map_location="cpu")[0]["step"] for p in paths]
+    assert steps == [4, 8]  # the best by fid (num_to_keep: 1) and the newest
+    found = best_checkpoint(exp, df, "fid")
+    assert found.best and found.step == 4
+    md = (build_report(exp, out=str(tmp_path / "rep")).parent / "report.md").read_text()
+    assert f"best_config.yaml is from its best checkpoint by fid ({Path(found.path).name}, " \
+           "step 4)" in md
