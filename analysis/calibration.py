@@ -164,13 +164,13 @@ def _summary(cal: pd.DataFrame, curve: pd.DataFrame, metric: str, rf: float | No
                + ("" if math.isnan(r.ci_low) else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"))
         parts.append(f"step {r.step}: rho {rho}, final best ranked {r.best_rank} of {r.n}")
     text = f"Rung {metric} against final {metric}, over finished trials: " + "; ".join(parts)
-    first = cal.iloc[0] if not cal.empty else None
-    if first is not None and rf:
-        keep = max(1, math.floor(first["n"] / rf))
-        verdict = ("would have survived" if first["best_rank"] <= keep else
+    if not cal.empty and rf:
+        rank, n = int(cal["best_rank"].iloc[0]), int(cal["n"].iloc[0])
+        keep = max(1, math.floor(n / rf))
+        verdict = ("would have survived" if rank <= keep else
                    "would NOT have survived; the grace period looks too short")
-        text += (f". At the first rung the final best ranked {first['best_rank']} of "
-                 f"{first['n']}; a cut to the top 1/{rf:g} keeps {keep}: it {verdict}")
+        text += (f". At the first rung the final best ranked {rank} of {n}; a cut to the "
+                 f"top 1/{rf:g} keeps {keep}: it {verdict}")
     done = curve.dropna(subset=["median"])
     if not done.empty:
         end = done["median"].iloc[-1]
@@ -194,7 +194,8 @@ def section(df: pd.DataFrame, metric: str, out_dir: Path) -> list[tuple[str, Any
         return blocks + [("p", f"Needs at least {MIN_TRIALS} finished trials with a report "
                                f"before their last; this sweep has {n}.")]
     sched = attrs.get("tune", {}).get("scheduler")
-    params = next(iter(sched.values())) if isinstance(sched, dict) and sched else {}
+    params = next(iter(sched.values())) if isinstance(sched, dict) and sched else None
+    # Only ASHA cuts to the top 1/rf at a rung; a FIFO sweep reads every evaluation as one.
     rf = float(params.get("reduction_factor", 4)) if isinstance(params, dict) else None
     curve = best_vs_budget(df, metric)
     raw = cal.copy()

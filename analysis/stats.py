@@ -36,16 +36,34 @@ MIN_WILCOXON = 6
 
 
 def check_protocol(df: pd.DataFrame) -> str | None:
-    """The one ``eval_protocol`` of ``df`` (None if it has none); UserError if it has several."""
+    """The ``eval_protocol`` of ``df`` (None if it has none); UserError if its rows were
+    measured differently. A fingerprint is the measurement (extractor, sample count, reference
+    split, resolution, how G runs), then `` + `` how evaluation's conditioning was drawn (an
+    instance prior and its sampler). The measurement must be one; the conditioning may differ
+    between cells, since it is the method a swept factor changes, but not within one."""
     if "eval_protocol" not in df:
         return None
-    fps = sorted(str(v) for v in df["eval_protocol"].dropna().unique())
-    if len(fps) > 1:
+    rows = df[df["eval_protocol"].notna()]
+    fps = sorted(str(v) for v in rows["eval_protocol"].unique())
+    measures = sorted({fp.split(" + ", 1)[0] for fp in fps})
+    if len(measures) > 1:
         raise UserError(
-            f"refusing to aggregate rows with {len(fps)} different eval_protocol fingerprints "
-            f"({', '.join(fps)}): metrics from different feature extractors, sample counts, "
-            "reference splits or resolutions are not comparable; filter to one eval_protocol")
-    return fps[0] if fps else None
+            f"refusing to aggregate rows with {len(measures)} different eval_protocol "
+            f"fingerprints ({', '.join(measures)}): metrics from different feature extractors, "
+            "sample counts, reference splits or resolutions are not comparable; filter to one "
+            "eval_protocol")
+    if len(fps) <= 1:
+        return fps[0] if fps else None
+    factors = [f for f in df.attrs.get("factors", []) if f in rows]
+    keys = (rows[factors].astype(str).agg("|".join, axis=1) if factors
+            else pd.Series("", index=rows.index))
+    per_cell = rows.groupby(keys)["eval_protocol"].nunique()
+    if factors and (per_cell <= 1).all():
+        conds = sorted({fp.split(" + ", 1)[1] if " + " in fp else "none" for fp in fps})
+        return f"{measures[0]} (conditioning per cell: {'; '.join(conds)})"
+    raise UserError(
+        f"refusing to aggregate rows of one cell evaluated with different conditioning "
+        f"({', '.join(fps)}): filter to one eval_protocol")
 
 
 def factors_of(df: pd.DataFrame, factors: Sequence[str] | None = None) -> list[str]:

@@ -367,6 +367,23 @@ def test_mixed_eval_protocols_are_refused_in_one_line():
         stats.compare(df, {"regularizer.weight": 0.0})
 
 
+def test_conditioning_may_differ_between_cells_but_not_within_one():
+    """An instance prior swept against none: one measurement, conditioning per cell."""
+    m = "digits-ab12-n1000-train-r16-digits-geval"
+    cells = [(0.0, m), (1.0, f"{m} + prior=digits,sampler=gmm(K=10,diag)")]
+    df = frame([{"cell": {"regularizer.weight": w}, "seed": s, "status": "finished",
+                 "fids": [1.0 + s], "protocol": p} for w, p in cells for s in (0, 1)])
+    assert stats.check_protocol(df) == (
+        f"{m} (conditioning per cell: none; prior=digits,sampler=gmm(K=10,diag))")
+    assert len(stats.aggregate(df)) == 2
+    df.loc[df["train.seed"] == 1, "eval_protocol"] = m  # one cell, two conditionings
+    with pytest.raises(UserError, match="one cell evaluated with different conditioning"):
+        stats.aggregate(df)
+    df["eval_protocol"] = [m, m, f"{m.replace('n1000', 'n50')} + prior=digits", m]
+    with pytest.raises(UserError, match="2 different eval_protocol fingerprints"):
+        stats.aggregate(df)
+
+
 def test_fanova_importance_finds_the_factor_that_matters():
     rng = np.random.default_rng(0)
     trials = [{"cell": {"regularizer.weight": w, "regularizer.pairing": p}, "seed": s,
