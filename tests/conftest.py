@@ -151,3 +151,22 @@ def ray_2cpu(tmp_path_factory):
              _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     yield
     ray.shutdown()
+
+
+def random_digits_cache(root: Path) -> Path:
+    """A cache directory whose digits classifier is a seeded random DigitsCNN (training the real
+    one takes ~15 s): FID and features are well defined, just not meaningful."""
+    from tuneable_gan import extractors
+
+    def random_classifier() -> tuple[extractors.DigitsCNN, float]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = extractors.DigitsCNN().eval().requires_grad_(False)
+            net.normalise_features(torch.rand(64, 1, 16, 16) * 2 - 1)
+        return net, math.nan
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(extractors, "train_digits_classifier", random_classifier)
+        extractors.ensure_digits_classifier(root)
+    return root
+

@@ -16,32 +16,19 @@ from typing import Optional
 
 import pytest
 import torch
+from conftest import random_digits_cache
 from torch import Tensor, nn
 
-from tuneable_gan import extractors
 from tuneable_gan.config import DataConfig, EvalConfig
-from tuneable_gan.extractors import DigitsCNN
 from tuneable_gan.metrics import Evaluator, eval_protocol
 
 DIGITS = DataConfig(name="digits", resolution=16)
 N, SEED, PRIOR_DIM = 120, 3, 4
 
 
-def _random_classifier() -> tuple[DigitsCNN, float]:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = DigitsCNN().eval().requires_grad_(False)
-        net.normalise_features(torch.rand(64, 1, 16, 16) * 2 - 1)
-    return net, math.nan
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tgan-cache-cond")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(extractors, "train_digits_classifier", _random_classifier)
-        extractors.ensure_digits_classifier(root)
-    return root
+    return random_digits_cache(tmp_path_factory.mktemp("tgan-cache-cond"))
 
 
 @pytest.fixture(autouse=True)

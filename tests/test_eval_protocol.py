@@ -22,18 +22,17 @@ import numpy as np
 import pytest
 import torch
 import torch_fidelity
-from conftest import ReplayG
+from conftest import ReplayG, random_digits_cache
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.utils.data import Dataset
 
-from tuneable_gan import extractors, metrics
+from tuneable_gan import metrics
 from tuneable_gan.config import DataConfig, EvalConfig, ModelConfig, from_dict
 from tuneable_gan.data import RealData, load_data
 from tuneable_gan.errors import ConfigError
 from tuneable_gan.extractors import (
     DIGITS_FIDELITY_NAME,
-    DigitsCNN,
     DigitsFeatureExtractor,
     digits_classifier_path,
     to_uint8,
@@ -49,21 +48,9 @@ SPEC = DataSpec((3, 32, 32), 10)
 N = 200  # four sampling batches of 50
 
 
-def _random_classifier() -> tuple[DigitsCNN, float]:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = DigitsCNN().eval().requires_grad_(False)
-        net.normalise_features(torch.rand(64, 1, 16, 16) * 2 - 1)
-    return net, math.nan
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tgan-cache-random-digits")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(extractors, "train_digits_classifier", _random_classifier)
-        extractors.ensure_digits_classifier(root)
-    return root
+    return random_digits_cache(tmp_path_factory.mktemp("tgan-cache-random-digits"))
 
 
 @pytest.fixture(autouse=True)

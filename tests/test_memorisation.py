@@ -15,15 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ReplayG
+from conftest import ReplayG, random_digits_cache
 from torch import Tensor
 
-from tuneable_gan import extractors
 from tuneable_gan.config import DataConfig, EvalConfig
 from tuneable_gan.data import load_data
 from tuneable_gan.errors import ConfigError
 from tuneable_gan.extractors import (
-    DigitsCNN,
     DigitsFeatureExtractor,
     digits_classifier_path,
     load_digits_classifier,
@@ -37,21 +35,9 @@ DIGITS = DataConfig(name="digits", fraction=0.1, resolution=16)
 N = 200
 
 
-def _random_classifier() -> tuple[DigitsCNN, float]:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = DigitsCNN().eval().requires_grad_(False)
-        net.normalise_features(torch.rand(64, 1, 16, 16) * 2 - 1)
-    return net, math.nan
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tgan-cache-nn")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(extractors, "train_digits_classifier", _random_classifier)
-        extractors.ensure_digits_classifier(root)
-    return root
+    return random_digits_cache(tmp_path_factory.mktemp("tgan-cache-nn"))
 
 
 @pytest.fixture(autouse=True)

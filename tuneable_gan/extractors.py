@@ -209,8 +209,9 @@ def digits_classifier_path(cache_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    # Concurrent trials on one machine must not train (and write) the classifier twice.
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path``'s ``.lock`` sibling: concurrent trials on one machine must
+    not compute (and write) one cached file twice."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -230,7 +231,7 @@ def ensure_digits_classifier(cache_dir: Path) -> Path:
     path = digits_classifier_path(cache_dir)
     if path.is_file():
         return path
-    with writing(path), _file_lock(path):  # the lock file and its directory need space too
+    with writing(path), file_lock(path):  # the lock file and its directory need space too
         if not path.is_file():
             net, acc = train_digits_classifier()
             buf = io.BytesIO()

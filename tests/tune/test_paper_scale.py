@@ -94,3 +94,26 @@ def test_folder_run_trains_and_evaluates(random_inception, tmp_path, capsys, mon
                   "eval.num_samples": 8, "eval.batch_size": 8}
     rows = _train(capsys, cfg, tmp_path / "folder", random_inception)
     assert rows[-1]["step"] == 4 and rows[-1]["fid"] > 0
+
+
+@pytest.mark.slow
+def test_instance_prior_gpu_space_runs_under_smoke(archives, random_inception, ray_2cpu,
+                                                   tmp_path):
+    # A random-weights ResNet-50 file stands in for the ImageNet weights the space asks for.
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):
+        torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "r50.pth")
+    spec = load_space(SPACES / "instance_prior_gpu.yaml")
+    spec = spec.with_overrides([*SHRINK, f"data.root={archives['cifar10']}",
+                                f"eval.extractor_weights={random_inception}",
+                                f"prior.weights={tmp_path / 'r50.pth'}", "prior.components=1",
+                                "prior.flip_features=false", "data.fraction=0.25",
+                                f"tune.storage={tmp_path}"]).smoke()
+    results = run_sweep(spec)
+    assert results.num_errors == 0 and len(results) == spec.expected_trials() <= 4
+    priors = {r.metrics["prior.network"] for r in results}
+    assert priors == {"random_resnet50", "resnet50"}  # --smoke keeps the first two values
+    for r in results:
+        assert r.metrics["step"] == 4 and r.metrics["nn_fake"] >= 0
+        assert ("prior=" in r.metrics["eval_protocol"]) is (r.metrics["prior.network"] != "none")

@@ -11,13 +11,10 @@ recomputed with a warning. Concurrent trials on one machine compute a bank once 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import io
 import json
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -28,7 +25,7 @@ from torch import Tensor, nn
 
 from tuneable_gan.config import PriorConfig
 from tuneable_gan.disk import write_atomic, writing
-from tuneable_gan.extractors import short_hash
+from tuneable_gan.extractors import file_lock, short_hash
 from tuneable_gan.metrics import cache_root
 from tuneable_gan.prior.networks import build_prior_network, network_tag
 
@@ -77,7 +74,7 @@ def prior_bank(images: Tensor, data_key: str, cfg: PriorConfig, flip: bool,
     bank = _load(path, fields, cfg, len(images), warn=True)
     if bank is not None:
         return bank
-    with writing(path), _file_lock(path):  # the directory and the lock file need space too
+    with writing(path), file_lock(path):  # the directory and the lock file need space too
         # Another trial may have written it while this one waited for the lock.
         bank = _load(path, fields, cfg, len(images), warn=False)
         if bank is None:
@@ -133,14 +130,3 @@ def _load(path: Path, fields: dict, cfg: PriorConfig, n: int, warn: bool) -> Pri
                           stacklevel=3)
         return None
     return PriorBank(features, flipped, cfg.network, fields["network"])
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
