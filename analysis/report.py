@@ -163,7 +163,7 @@ def build_report(experiment: str, out: str | None = None,
     factors = list(attrs.get("factors", []))
     baseline = stats.default_baseline(df) if baseline is None else baseline
     if baseline:  # a bad --baseline fails here, before anything is written
-        stats.find_cell(stats.trial_values(df, [metric]), baseline, factors)
+        stats.baseline_cells(stats.trial_values(df, [metric]), baseline, factors)
     values = _values(df, metric)
     last = trial_table(df)
     output.make_dir(dest)

@@ -276,9 +276,10 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
-def find_cell(tv: pd.DataFrame, baseline: dict[str, Any],
-              factors: Sequence[str]) -> tuple[tuple[Any, ...], str]:
-    """The first cell (in sorted order) matching ``baseline``; (key, note), UserError if none."""
+def baseline_cells(tv: pd.DataFrame, baseline: dict[str, Any],
+                   factors: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Every cell (in sorted order) matching ``baseline``; UserError if none or a key is not
+    swept."""
     for k in baseline:
         if k not in factors:
             raise UserError(f"baseline key {k} is not a swept factor (swept: "
@@ -290,9 +291,7 @@ def find_cell(tv: pd.DataFrame, baseline: dict[str, Any],
         want = ", ".join(f"{k}={fmt_value(v)}" for k, v in baseline.items())
         raise UserError(f"no cell has {want} (cells: "
                         f"{'; '.join(cell_label(dict(zip(factors, c))) for c in cells[:6])})")
-    note = "" if len(hits) == 1 else (f"baseline matches {len(hits)} cells; using the first "
-                                      "(give more --baseline keys to choose)")
-    return hits[0], note
+    return hits
 
 
 def default_baseline(df: pd.DataFrame, factors: Sequence[str] | None = None) -> dict[str, Any]:
@@ -317,17 +316,29 @@ def compare(df: pd.DataFrame, baseline: dict[str, Any] | None = None, value: str
     factors = factors_of(df, factors)
     tv = trial_values(df, [value], at_step=at_step, factors=factors)
     baseline = default_baseline(df, factors) if baseline is None else baseline
-    bkey, note = find_cell(tv, baseline, factors)
+    hits = baseline_cells(tv, baseline, factors)
     cells = _cells(tv, factors)
+    # A baseline that leaves factors free (prior.network=none across fractions) is one cell
+    # per slice: each cell is compared with the baseline cell of its own slice, the other
+    # factors equal, which is the ablation a reader means.
+    rest = [i for i, f in enumerate(factors) if f not in baseline]
+    slice_of = {tuple(str(h[i]) for i in rest): h for h in hits}
+    per_slice = len(hits) > 1 and len(slice_of) == len(hits)
 
     def by_seed(g: pd.DataFrame) -> pd.Series:
         u = g[g["usable"] & g[value].notna()]
         return u.groupby(SEED_KEY)[value].mean()  # duplicates of a seed: their mean
 
-    ref = by_seed(dict(cells)[bkey])
+    refs = {h: by_seed(dict(cells)[h]) for h in hits}
     out = []
     for key, g in cells:
-        s = by_seed(g)
+        bkey = slice_of.get(tuple(str(key[i]) for i in rest)) if per_slice else hits[0]
+        if bkey is None:  # an incomplete grid: this slice has no baseline cell
+            out.append(dict(zip(factors, key)) | {"is_baseline": False, "n_pairs": 0,
+                                                  "delta": math.nan, "test": "—",
+                                                  "p": math.nan})
+            continue
+        s, ref = by_seed(g), refs[bkey]
         common = s.index.intersection(ref.index)
         rec = dict(zip(factors, key)) | {"is_baseline": key == bkey, "n_pairs": len(common)}
         if key == bkey:
@@ -339,9 +350,17 @@ def compare(df: pd.DataFrame, baseline: dict[str, Any] | None = None, value: str
                           "test": name, "p": p})
     cmp = pd.DataFrame(out)
     cmp["p_holm"] = holm(cmp["p"].to_numpy())
+    if per_slice:
+        names = ", ".join(factors[i].rsplit(".", 1)[-1] for i in rest)
+        label, note = f"{cell_label(baseline)} with the same {names}", ""
+        chosen = dict(baseline)
+    else:
+        chosen = dict(zip(factors, hits[0]))
+        label = cell_label(chosen)
+        note = "" if len(hits) == 1 else (f"baseline matches {len(hits)} cells; using the "
+                                          "first (give more --baseline keys to choose)")
     cmp.attrs = {"factors": factors, "value": value, "at_step": at_step, "note": note,
-                 "baseline": dict(zip(factors, bkey)),
-                 "baseline_label": cell_label(dict(zip(factors, bkey)))}
+                 "baseline": chosen, "baseline_label": label}
     return cmp
 
 

@@ -384,6 +384,29 @@ def test_conditioning_may_differ_between_cells_but_not_within_one():
         stats.aggregate(df)
 
 
+def test_a_baseline_that_leaves_factors_free_is_compared_within_each_slice():
+    """--baseline prior.network=none over two fractions: each cell against the none cell of
+    its own fraction, seed by seed."""
+    fids = {("none", 0.1): [3.0, 3.2, 3.1], ("digits", 0.1): [6.0, 5.9, 6.4],
+            ("none", 0.02): [11.0, 11.5, 11.1], ("digits", 0.02): [12.0, 12.9, 12.2]}
+    df = frame([{"cell": {"prior.network": n, "data.fraction": f}, "seed": s,
+                 "status": "finished", "fids": [v[s]]} for (n, f), v in fids.items()
+                for s in range(3)], factors=("prior.network", "data.fraction"))
+    cmp = stats.compare(df, {"prior.network": "none"}).set_index(
+        ["prior.network", "data.fraction"])
+    for f in (0.1, 0.02):
+        diff = np.subtract(fids[("digits", f)], fids[("none", f)])
+        assert cmp.loc[("digits", f), "delta"] == pytest.approx(diff.mean())
+        assert cmp.loc[("digits", f), "p"] == pytest.approx(
+            st.ttest_rel(fids[("digits", f)], fids[("none", f)]).pvalue)
+        assert cmp.loc[("none", f), "is_baseline"]
+    assert cmp.attrs["baseline_label"] == "network=none with the same fraction"
+    assert cmp.attrs["note"] == ""
+    # Keys that pin one cell keep the single baseline.
+    one = stats.compare(df, {"prior.network": "none", "data.fraction": 0.1})
+    assert one["is_baseline"].sum() == 1
+
+
 def test_fanova_importance_finds_the_factor_that_matters():
     rng = np.random.default_rng(0)
     trials = [{"cell": {"regularizer.weight": w, "regularizer.pairing": p}, "seed": s,
