@@ -29,6 +29,7 @@ from analysis import tables
 from analysis.plots import PlotResult, _save, plt
 from analysis.stats import direction
 
+ASHA_NAMES = ("asha", "seed_asha")  # the schedulers with rungs
 MIN_TRIALS = 3  # a rank correlation of two points is always +-1
 N_BOOT, N_ORDERS = 2000, 1000
 
@@ -38,7 +39,8 @@ def rung_iterations(tune: dict[str, Any], reports: int) -> list[int]:
     ASHA's) rungs grace_period * rf**k below max_t; for other schedulers every report before
     the last, since any of them could have been a rung."""
     sched = tune.get("scheduler")
-    params = next(iter(sched.values())) if isinstance(sched, dict) and sched else None
+    name = next(iter(sched)) if isinstance(sched, dict) and sched else None
+    params = sched[name] if name in ASHA_NAMES else None
     if not isinstance(params, dict):
         return list(range(1, reports))
     grace, rf = float(params.get("grace_period", 1)), float(params.get("reduction_factor", 4))
@@ -194,7 +196,8 @@ def section(df: pd.DataFrame, metric: str, out_dir: Path) -> list[tuple[str, Any
         return blocks + [("p", f"Needs at least {MIN_TRIALS} finished trials with a report "
                                f"before their last; this sweep has {n}.")]
     sched = attrs.get("tune", {}).get("scheduler")
-    params = next(iter(sched.values())) if isinstance(sched, dict) and sched else None
+    name = next(iter(sched)) if isinstance(sched, dict) and sched else None
+    params = sched[name] if name in ASHA_NAMES else None
     # Only ASHA cuts to the top 1/rf at a rung; a FIFO sweep reads every evaluation as one.
     rf = float(params.get("reduction_factor", 4)) if isinstance(params, dict) else None
     curve = best_vs_budget(df, metric)

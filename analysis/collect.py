@@ -52,7 +52,10 @@ META_KEY = b"tuneable_gan"
 # storage every 300 s; a quarter hour without any write means the driver is gone.
 STALE_AFTER_S = 900.0
 _DROP = ("config",)  # the nested copy of the swept keys; the flat dotted columns hold them all
-_TRIAL_FILES = {"result.json", "params.json", "error.txt", "error.pkl"}
+# The driver-side report log (tuneable_gan.tune.result_log.RESULT_LOG; not imported: this
+# package never imports ray).
+RESULT_LOG = "tuneable_gan_result.jsonl"
+_TRIAL_FILES = {"result.json", RESULT_LOG, "params.json", "error.txt", "error.pkl"}
 def filesystem(experiment: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     """(pyarrow filesystem, path inside it) for a local path or a URI."""
     text = os.fspath(experiment)
@@ -158,9 +161,12 @@ def _scan(fs: pafs.FileSystem, root: str) -> tuple[list[Trial], float]:
             continue  # not a trial directory (e.g. a report written into the experiment)
         t = Trial(trial_id=by_dir.get(d.base_name) or d.base_name.removeprefix("trial_"),
                    dirname=d.base_name)
-        if "result.json" in inside:
-            t.rows, t.torn, t.torn_step = parse_rows(_read(fs, inside["result.json"].path))
-            mt = inside["result.json"].mtime
+        # The driver's own log holds every report; Ray's result.json loses the rows since the
+        # last sync whenever a trial restarts (tuneable_gan.tune.result_log), e.g. under PBT.
+        log = next((n for n in (RESULT_LOG, "result.json") if n in inside), None)
+        if log is not None:
+            t.rows, t.torn, t.torn_step = parse_rows(_read(fs, inside[log].path))
+            mt = inside[log].mtime
             t.mtime = mt.timestamp() if mt else 0.0
         if "params.json" in inside:
             try:

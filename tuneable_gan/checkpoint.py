@@ -129,11 +129,13 @@ def _verify(d: Path, files: dict[str, bytes]) -> None:
 
 
 def read_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu",
-                    expect: Config | None = None) -> tuple[dict[str, Any], Config]:
+                    expect: Config | None = None,
+                    may_differ: frozenset[str] = frozenset()) -> tuple[dict[str, Any], Config]:
     """(state, config) from a checkpoint directory, checksums verified; CheckpointError (one
     line) if it is missing, corrupt or of another schema, or, given the resolved config of the
     run that will load it (``expect``), of another run: stored configs are resolved too (the
-    trainer's), and only ``RESUMABLE_KEYS`` may differ."""
+    trainer's), and only ``RESUMABLE_KEYS`` and ``may_differ`` (a PBT clone's mutated keys)
+    may differ."""
     d = Path(directory)
     state_path, cfg_path = d / STATE_FILE, d / CONFIG_FILE
     if not state_path.is_file() or not cfg_path.is_file():
@@ -160,7 +162,8 @@ def read_checkpoint(directory: str | Path, map_location: str | torch.device = "c
         raise CheckpointError(f"checkpoint config {cfg_path} is invalid: {e.problems[0]}") from None
     except UnicodeDecodeError:
         raise CheckpointError(f"checkpoint config {cfg_path} is not text") from None
-    foreign = foreign_keys(config, expect) if expect is not None else []
+    foreign = ([k for k in foreign_keys(config, expect) if k not in may_differ]
+               if expect is not None else [])
     if foreign:
         raise CheckpointError(f"checkpoint {d} is of another run: {', '.join(foreign)} "
                               f"differ from this run's config")
@@ -285,15 +288,18 @@ class CheckpointStore:
         return [latest, *reversed(older)]
 
 
-def restore_first(trainer: Any, candidates: list[Path], what: str) -> Path:
+def restore_first(trainer: Any, candidates: list[Path], what: str,
+                  may_differ: frozenset[str] = frozenset()) -> Path:
     """Load into ``trainer`` (a ``GANTrainer``) the first checkpoint of ``candidates`` (newest
     first) that verifies, is of this run and fits its shapes; one warning line per one skipped;
     CheckpointError (one line) if none does. ``what`` names the action in messages
-    (``--resume``, ``trial restore``)."""
+    (``--resume``, ``trial restore``); ``may_differ``: config keys the checkpoint may have
+    other values of (``read_checkpoint``)."""
     skipped: list[str] = []
     for ckpt in candidates:
         try:
-            state, old = read_checkpoint(ckpt, map_location=trainer.device, expect=trainer.cfg)
+            state, old = read_checkpoint(ckpt, map_location=trainer.device, expect=trainer.cfg,
+                                         may_differ=may_differ)
             problem = trainer.phase.resume_problem(old)
             if problem:
                 raise UserError(f"{what}: {problem}")

@@ -43,3 +43,18 @@ LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "constant": lambda step, length: 1.0,
     "linear": lambda step, length: max(0.0, 1.0 - step / length),
 }
+
+
+def apply_hyperparameters(opts: Iterable[tuple[torch.optim.Optimizer, float]], o: OptimConfig,
+                          factor: float) -> None:
+    """Each optimizer's base learning rate times ``factor``, and ``o``'s betas and momentum,
+    into its parameter groups. Called every G iteration and after loading an optimizer state,
+    which carries the values of the run that saved it: a PBT clone given new values must
+    train with them (Ray issue 62173 is this bug)."""
+    for opt, base in opts:
+        for group in opt.param_groups:
+            group["lr"] = base * factor
+            if "betas" in group:
+                group["betas"] = tuple(o.betas)
+            if "momentum" in group:
+                group["momentum"] = o.momentum

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from tuneable_gan.lottery import LotteryPhase
 from tuneable_gan.metrics import Evaluator
 from tuneable_gan.models import build_models
 from tuneable_gan.models.spectral import generate
-from tuneable_gan.optim import LR_SCHEDULES, OPTIMIZERS
+from tuneable_gan.optim import LR_SCHEDULES, OPTIMIZERS, apply_hyperparameters
 from tuneable_gan.phases import DensePhase
 from tuneable_gan.precision import (
     PRECISIONS,
@@ -273,11 +274,7 @@ class GANTrainer:
         tc, nxt = self.cfg.train, self.phase.step + 1  # the phase step this iteration ends
         self._recording = record if record is not None else self.record_every_step or any(
             self._boundary(nxt, every) for every in (tc.log_every, tc.eval_every))
-        o = self.cfg.optim
-        factor = LR_SCHEDULES[o.lr_schedule](self.phase.step, self.phase.length)
-        for opt, base in ((self.opt_g, o.g_lr), (self.opt_d, o.d_lr)):
-            for group in opt.param_groups:
-                group["lr"] = base * factor
+        self._apply_optim_config()
         try:
             with self.speed():
                 for k in range(self.cfg.optim.d_steps):
@@ -369,6 +366,20 @@ class GANTrainer:
         y = self.cond.grid(n, torch.Generator().manual_seed(seed))
         return generate(G, z, y, mode=self.cfg.eval.g_mode, batch_size=self.cfg.eval.g_batch_size)
 
+    def _apply_optim_config(self) -> None:
+        o = self.cfg.optim
+        apply_hyperparameters([(self.opt_g, o.g_lr), (self.opt_d, o.d_lr)], o,
+                              LR_SCHEDULES[o.lr_schedule](self.phase.step, self.phase.length))
+
+    def fold_rng(self, salt: int) -> None:
+        """Re-seed the training streams from their state and ``salt`` (< 2**63): a PBT clone
+        continues its donor's run on streams of its own instead of replaying the donor's."""
+        digest = hashlib.sha256(self.gen.get_state().numpy().tobytes()
+                                + torch.get_rng_state().numpy().tobytes()
+                                + salt.to_bytes(8, "little")).digest()
+        self.gen.manual_seed(int.from_bytes(digest[:8], "little"))
+        torch.manual_seed(int.from_bytes(digest[8:16], "little"))
+
     def state_dict(self) -> dict[str, Any]:
         """Everything an identical continuation needs (tensors and plain containers only)."""
         return {
@@ -411,6 +422,7 @@ class GANTrainer:
         self.G_ema.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        self._apply_optim_config()  # hyperparameters come from this run's config
         for t in [*self.d_terms, *self.g_terms]:
             t.load_state_dict(state["terms"][t.name])
         self.sampler.load_state_dict(state["sampler"])

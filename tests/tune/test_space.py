@@ -28,7 +28,7 @@ SHIPPED = {"quickstart": 8, "diggan_lambda": 18, "pairing": 18, "ema": 12, "data
            "toy_attractors": 50, "fewshot_faces": 24, "cifar10_table1": 72,
            "cifar100_table2": 54, "regularizers_table10": 30, "pairing_table5": 18,
            "sparsity": 32, "sparsity_cifar10": 48, "instance_prior": 36,
-           "instance_prior_gpu": 18}
+           "instance_prior_gpu": 18, "pbt_quickstart": 8}
 
 
 def test_every_shipped_space_is_tested():

@@ -91,10 +91,10 @@ BAD = [
     ((T, "resources"), {"gpu": -1}, "tune.resources.gpu must be >= 0, got -1", None),
     ((T, "resources"), {"tpu": 1}, "tune.resources.tpu: unknown key (valid: cpu, gpu)", None),
     ((T, "mode"), "minimize", "tune.mode must be one of min, max; got 'minimize'", None),
-    ((T, "scheduler"), "hyperband", "tune.scheduler must be fifo, asha or seed_asha (e.g. "
-     "{asha: {grace_period: 2}}); got 'hyperband'", None),
-    ((T, "scheduler"), {"seed_asha": 2}, "tune.scheduler must be fifo, asha or seed_asha (e.g. "
-     "{asha: {grace_period: 2}}); got {'seed_asha': 2}", "seed_asha_not_a_mapping"),
+    ((T, "scheduler"), "hyperband", "tune.scheduler must be fifo, asha, seed_asha, pbt or pb2 "
+     "(e.g. {asha: {grace_period: 2}}); got 'hyperband'", None),
+    ((T, "scheduler"), {"seed_asha": 2}, "tune.scheduler must be fifo, asha, seed_asha, pbt or "
+     "pb2 (e.g. {asha: {grace_period: 2}}); got {'seed_asha': 2}", "seed_asha_not_a_mapping"),
     ((T, "scheduler"), {"fifo": {"x": 1}}, "tune.scheduler.fifo takes no settings, got {'x': 1}",
      None),
     ((T, "scheduler", "asha", "grace_period"), 0,
@@ -115,8 +115,9 @@ BAD = [
      "key (did you mean 'tune.scheduler.seed_asha.grace_period'?)", None),
     ((T, "scheduler"), {"seed_asha": {"grace_period": 5, "max_t": 3}},
      "tune.scheduler.seed_asha.grace_period (5) must be <= max_t (3)", None),
-    ((T, "scheduler"), {"asha": {}, "seed_asha": {}}, "tune.scheduler must be fifo, asha or "
-     "seed_asha (e.g. {asha: {grace_period: 2}}); got {'asha': {}, 'seed_asha': {}}",
+    ((T, "scheduler"), {"asha": {}, "seed_asha": {}}, "tune.scheduler must be fifo, asha, "
+     "seed_asha, pbt or pb2 (e.g. {asha: {grace_period: 2}}); got {'asha': {}, "
+     "'seed_asha': {}}",
      "two_schedulers"),
     ((T, "num_samples"), -1, "tune.num_samples must be an integer >= 1, got -1", None),
     ((T, "max_concurrent"), -1,

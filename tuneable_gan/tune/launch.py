@@ -27,9 +27,12 @@ from tuneable_gan.constants import SEED_KEY, SPEC_FILE
 from tuneable_gan.disk import blocked, writing
 from tuneable_gan.errors import ConfigError, UserError
 from tuneable_gan.tune import driver_state, integrity, scheduler_state
+from tuneable_gan.tune.pbt import population_based
+from tuneable_gan.tune.result_log import ResultLog
 from tuneable_gan.tune.seed_asha import SeedGroupASHA
 from tuneable_gan.tune.space import SweepSpec, spec_from_dict
 from tuneable_gan.tune.space_parse import TRIAL_INDEX
+from tuneable_gan.tune.space_pbt import PBT_SCHEDULERS
 from tuneable_gan.tune.trainable import TrialContext, ticket_root, train_gan
 
 TUNER_FILE = "tuner.pkl"  # Ray's own name (ray.tune.impl.tuner_internal)
@@ -153,6 +156,8 @@ def _scheduler(spec: SweepSpec) -> TrialScheduler:
     s = spec.tune.scheduler
     if s.name == "fifo":
         return FIFOScheduler()
+    if s.name in PBT_SCHEDULERS:
+        return population_based(s.name, dict(s.params))
     params = {"max_t": spec.reports_per_trial()} | dict(s.params)
     if s.name == "seed_asha":
         # A module-level group function: tuner.pkl pickles the scheduler.
@@ -199,7 +204,7 @@ def build_tuner(spec: SweepSpec, fn: Callable[..., None] = train_gan,
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage_root(t.storage),
             # The scheduler's state first: the integrity recorder seals it in the same step.
-            callbacks=[scheduler_state.SchedulerRecorder(scheduler),
+            callbacks=[ResultLog(), scheduler_state.SchedulerRecorder(scheduler),
                        integrity.IntegrityRecorder(), *callbacks],
             # The best by the sweep metric are kept (Tune always keeps the newest too, for
             # resume): the report's samples and best config come from the best evaluation.
@@ -313,8 +318,8 @@ def _restore_scheduler(tuner: tune.Tuner, path: str) -> None:
                             f"scheduler ({e})") from None
     run_config = internal.get_run_config()
     others = [c for c in run_config.callbacks or []
-              if not isinstance(c, scheduler_state.SchedulerRecorder)]
-    run_config.callbacks = [scheduler_state.SchedulerRecorder(scheduler), *others]
+              if not isinstance(c, (scheduler_state.SchedulerRecorder, ResultLog))]
+    run_config.callbacks = [ResultLog(), scheduler_state.SchedulerRecorder(scheduler), *others]
 
 
 def _keep_recording(tuner: tune.Tuner) -> None:

@@ -35,6 +35,7 @@ Semantics worth knowing:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -82,6 +83,7 @@ from tuneable_gan.tune.space_parse import (
     probe_values,
     set_nested,
 )
+from tuneable_gan.tune.space_pbt import PBT_SCHEDULERS, pbt_problems
 
 __all__ = ["CellRule", "SchedulerSpec", "SweepSpec", "TiedSample", "TrialBase", "TuneSpec",
            "expand_grid", "load_space", "spec_from_dict", "trial_config"]
@@ -308,12 +310,19 @@ class SweepSpec:
         doc["space"] = {k: {"grid": ax["grid"][:2 if grids.index(k) < 2 else 1]}
                         if "grid" in ax else ax for k, ax in space.items()}
         t = doc["tune"]
-        t["num_samples"] = 2 if t["search"] == "optuna" else 1
-        if isinstance(t["scheduler"], dict):  # asha or seed_asha
-            asha = next(iter(t["scheduler"].values()))
+        pbt = isinstance(t["scheduler"], dict) and next(iter(t["scheduler"])) in PBT_SCHEDULERS
+        # A population of one never exploits: PBT keeps two.
+        t["num_samples"] = 2 if t["search"] == "optuna" or pbt else 1
+        name = next(iter(t["scheduler"])) if isinstance(t["scheduler"], dict) else None
+        if name in ASHA_SCHEDULERS:
+            asha = t["scheduler"][name]
             asha["grace_period"] = 1
             if "max_t" in asha:
                 asha["max_t"] = min(asha["max_t"], math.ceil(steps / min(SMOKE_EVERY, steps)))
+        elif name in PBT_SCHEDULERS:  # perturb at every smoke evaluation
+            pbt = t["scheduler"][name]
+            pbt["perturbation_interval"] = min(SMOKE_EVERY, steps)
+            pbt["burn_in_period"] = 0
         doc["name"] = f"{self.name}-smoke"
         return _build(doc, Path(self.source), derived=True)
 
@@ -324,8 +333,8 @@ class SweepSpec:
         if self.seeds > 1:
             space[SEED_KEY] = {"seeds": self.seeds}
         t = self.tune
-        sched: Any = ({t.scheduler.name: dict(t.scheduler.params)}
-                      if t.scheduler.name in ASHA_SCHEDULERS else "fifo")
+        sched: Any = ({t.scheduler.name: copy.deepcopy(dict(t.scheduler.params))}
+                      if t.scheduler.name != "fifo" else "fifo")
         tune = {f.name: getattr(t, f.name) for f in dataclasses.fields(t)}
         tune.update(scheduler=sched, resources=dict(t.resources))
         doc = {"name": self.name, "description": self.description,
@@ -415,7 +424,7 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
     if tune.search == "optuna" and not sampled and space_ok:
         problems.append("tune.search=optuna needs at least one sampled axis besides the seeds "
                         "(for a plain seed sweep use search: grid)")
-    rungs = tune.scheduler.name in ASHA_SCHEDULERS
+    rungs = tune.scheduler.name in (*ASHA_SCHEDULERS, *PBT_SCHEDULERS)
     if rungs and base is not None and space_ok and cells_ok and any(
             v > 0 for v in possible_values("sparsity.level", base, base_doc, axes, cells)):
         # Stage-I reports carry no FID of the ticket, and how many a trial makes depends on
@@ -423,6 +432,16 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
         problems.append(f"tune.scheduler={tune.scheduler.name} cannot judge lottery-ticket "
                         "trials (sparsity.level > 0 runs ticket rounds first, with no ticket "
                         "FID to compare); use scheduler: fifo")
+    if tune.scheduler.name in PBT_SCHEDULERS and tune.num_to_keep < 3:
+        problems.append(f"tune.num_to_keep must be >= 3 with {tune.scheduler.name}, got "
+                        f"{tune.num_to_keep}: a donor's checkpoint must outlive its clone's "
+                        "restore")
+    if tune.scheduler.name in PBT_SCHEDULERS and tune.search == "optuna":
+        problems.append(f"tune.scheduler={tune.scheduler.name} takes its population from search: "
+                        "grid or random (Optuna's suggestions would be mutated under it)")
+    if tune.scheduler.name in PBT_SCHEDULERS and base is not None and space_ok and cells_ok:
+        problems += pbt_problems(tune.scheduler.name, dict(tune.scheduler.params), [
+            int(v) for v in possible_values("train.eval_every", base, base_doc, axes, cells)])
     if tune.search != "optuna" and tune.num_samples > 1 and not sampled and space_ok:
         problems.append(f"tune.num_samples={tune.num_samples} would repeat identical trials: no "
                         f"axis is sampled (for replicates use train.seed: {{seeds: N}})")

@@ -19,6 +19,7 @@ from tuneable_gan.config import PRESET_KEY, SECTIONS, Config, flatten, fmt, from
 from tuneable_gan.config import valid_keys as run_keys
 from tuneable_gan.constants import METRICS, SEED_KEY
 from tuneable_gan.errors import ConfigError
+from tuneable_gan.tune.space_pbt import PBT_SCHEDULERS, parse_pbt
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "seeds")
 SAMPLED = ("choice", "uniform", "loguniform", "randint")
@@ -29,7 +30,7 @@ TUNE_KEYS = ("metric", "mode", "search", "num_samples", "scheduler", "resources"
 ASHA_KEYS = ("grace_period", "reduction_factor", "max_t")
 # The rung schedulers (same settings): seed_asha judges a configuration by its seeds' mean.
 ASHA_SCHEDULERS = ("asha", "seed_asha")
-SCHEDULERS = ("fifo", *ASHA_SCHEDULERS)
+SCHEDULERS = ("fifo", *ASHA_SCHEDULERS, *PBT_SCHEDULERS)
 SEARCHES = ("random", "grid", "optuna")
 SAMPLE_KEY, TRIAL_INDEX = "__sample__", "__trial_index__"
 IMAGE_METRICS = ("fid", "fid_best", "kid", "is_mean")
@@ -44,7 +45,7 @@ MAX_COMBOS = 128
 @dataclass(frozen=True)
 class SchedulerSpec:
     """``asha`` or ``seed_asha`` (params: grace_period, reduction_factor, optional max_t; see
-    ``seed_asha``) or ``fifo`` ({}).
+    ``seed_asha``), ``pbt`` or ``pb2`` (see ``space_pbt``) or ``fifo`` ({}).
 
     Without max_t, launch uses ``SweepSpec.reports_per_trial()``.
     """
@@ -160,14 +161,16 @@ def _parse_scheduler(raw: Any, problems: list[str]) -> SchedulerSpec:
     name, params = (raw, {}) if isinstance(raw, str) else (
         next(iter(raw.items())) if isinstance(raw, dict) and len(raw) == 1 else (None, {}))
     if name not in SCHEDULERS or not isinstance(params or {}, dict):
-        problems.append("tune.scheduler must be fifo, asha or seed_asha (e.g. {asha: "
-                        f"{{grace_period: 2}}}}); got {fmt(raw)}")
+        problems.append("tune.scheduler must be fifo, asha, seed_asha, pbt or pb2 (e.g. "
+                        f"{{asha: {{grace_period: 2}}}}); got {fmt(raw)}")
         return SchedulerSpec("fifo")
     params = dict(params or {})
     if name == "fifo":
         if params:
             problems.append(f"tune.scheduler.fifo takes no settings, got {fmt(params)}")
         return SchedulerSpec("fifo")
+    if name in PBT_SCHEDULERS:
+        return SchedulerSpec(name, parse_pbt(name, params, problems))
     return SchedulerSpec(name, _parse_asha(params, f"tune.scheduler.{name}.", problems))
 
 

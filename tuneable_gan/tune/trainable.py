@@ -17,6 +17,12 @@ document and the cell rules (``space.TrialBase``) and what the trial needs of th
 The trial validates only its own config (``space.trial_config``), never the whole sweep spec
 again.
 
+PBT / PB2 (``space_pbt``): a report at each multiple of the perturbation interval carries a
+checkpoint, and every checkpoint names the trial that wrote it (``origin.json``). A trial
+restored from another trial's checkpoint is a clone: it loads the donor's state under its own
+mutated config (learning rates and betas re-applied to the loaded optimizers), folds its random
+streams with its id and the donor's step, and reports ``pbt_parent`` and ``pbt_cloned_at``.
+
 Lottery tickets (``sparsity.level > 0``): stage-I reports carry ``stage = ticket``, a ``step``
 counting up to 0 and ``ticket_fid`` etc.; the sweep's metric is NaN there, so no stage-I number
 can pass for the trial's result (the spaces refuse ASHA for this reason, see ``space``). Tickets
@@ -25,6 +31,8 @@ are shared through ``<storage>/<name>/tickets`` (``ticket_root``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import tempfile
 import time
@@ -40,15 +48,18 @@ from ray import tune
 from tuneable_gan import loop
 from tuneable_gan.checkpoint import restore_first, write_checkpoint
 from tuneable_gan.config import Config
+from tuneable_gan.constants import SEED_KEY
 from tuneable_gan.device import cap_memory
 from tuneable_gan.errors import Diverged
 from tuneable_gan.loop import Events
 from tuneable_gan.tickets import default_root
 from tuneable_gan.trainer import GANTrainer
 from tuneable_gan.tune.space import SweepSpec, TrialBase, trial_config
+from tuneable_gan.tune.space_pbt import MUTABLE, PBT_SCHEDULERS
 
 # Training metrics a report averages over its interval (the rest are states, not rates).
 NOT_AVERAGED = frozenset({"step", "images_seen", "sparsity"})
+ORIGIN_FILE = "origin.json"  # in a trial's checkpoint: which trial wrote it, at which step
 
 
 def ticket_root(sweep: SweepSpec) -> tuple[Path, str]:
@@ -80,15 +91,19 @@ class TrialContext:
     tickets: str
     tickets_warning: str = ""
     gpu: float = 0.0  # tune.resources.gpu, what Tune gives each trial
+    pbt_interval: int = 0  # PBT/PB2's perturbation interval in G steps (0: no PBT)
 
     @classmethod
     def of(cls, sweep: SweepSpec) -> TrialContext:
         """The context of ``sweep``'s trials."""
         root, warning = ticket_root(sweep)
         t = sweep.tune
+        pbt = t.scheduler.params.get("perturbation_interval", 0) if t.scheduler.name in (
+            PBT_SCHEDULERS) else 0
         return cls(base=sweep.trial_base(), search=t.search, metric=t.metric, mode=t.mode,
                    cpus=max(1, int(t.resources.get("cpu", 1))), tickets=str(root),
-                   tickets_warning=warning, gpu=float(t.resources.get("gpu", 0)))
+                   tickets_warning=warning, gpu=float(t.resources.get("gpu", 0)),
+                   pbt_interval=int(pbt))
 
 
 def trial_device(cfg: Config) -> str:
@@ -109,13 +124,15 @@ class TuneSink:
     off, set here), so a trial pays no host synchronisation and no DIG probe there, as the
     reference's own training loop pays none."""
 
-    def __init__(self, trainer: GANTrainer, metric: str, mode: str) -> None:
+    def __init__(self, trainer: GANTrainer, metric: str, mode: str, pbt_interval: int = 0,
+                 lineage: dict[str, Any] | None = None) -> None:
         trainer.record_every_step = False
         self.static = trainer.cfg.flat() | {
             "device": str(trainer.device),
             "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
-            "node_id": ray.get_runtime_context().get_node_id()}
+            "node_id": ray.get_runtime_context().get_node_id()} | (lineage or {})
         self.metric, self.mode = metric, mode
+        self.pbt_interval, self.lineage = pbt_interval, dict(lineage or {})
         self.best: float | None = None  # the trial's best metric so far (this attempt)
         self._start_interval()
 
@@ -142,10 +159,14 @@ class TuneSink:
         report = self.static | row | means | {"diverged": False}
         report.setdefault(self.metric, math.nan)  # stage I: Tune needs the key, there is none
         improved = self._improves(report[self.metric])  # before the or: it keeps the best
-        if self.checkpoint or trainer.finished or improved:
+        # PBT clones a donor's newest checkpoint at a perturbation: one at each, or a clone
+        # of a trial without one would silently restart from scratch (Ray issue 27170).
+        perturbs = self.pbt_interval > 0 and row["step"] % self.pbt_interval == 0
+        if self.checkpoint or trainer.finished or improved or perturbs:
             with tempfile.TemporaryDirectory() as tmp:
                 path = write_checkpoint(Path(tmp) / "checkpoint", trainer.state_dict(),
                                         trainer.cfg)
+                write_origin(path, trainer.step, self.lineage)
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(path)))
         else:
             tune.report(report)
@@ -166,6 +187,36 @@ class TuneSink:
         tune.report(self.static | error.values | trainer.phase.describe() | {
             "step": error.step, "images_seen": trainer.images_seen, "fid": math.inf,
             "fid_best": math.inf, self.metric: worst, "diverged": True})
+
+
+def _trial_id() -> str | None:
+    try:
+        return tune.get_context().get_trial_id()
+    except (RuntimeError, AttributeError):
+        return None  # outside a Tune session (a test driving the sink)
+
+
+def write_origin(checkpoint: Path, step: int, lineage: dict[str, Any]) -> None:
+    """Name the trial (and step) a checkpoint comes from, so a restore can tell its own
+    checkpoint from a PBT donor's, and the trial's latest exploit (``lineage``), which a
+    restart from its own checkpoint keeps reporting."""
+    trial = _trial_id()
+    if trial is not None:
+        (checkpoint / ORIGIN_FILE).write_text(json.dumps(
+            {"trial_id": trial, "step": step, "lineage": lineage}))
+
+
+def read_origin(checkpoint: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the donor's origin if another trial wrote ``checkpoint``, a PBT exploit; else None,
+    the lineage this trial reports from here on)."""
+    try:
+        origin = json.loads((checkpoint / ORIGIN_FILE).read_text())
+    except (OSError, ValueError):
+        return None, {}
+    if origin.get("trial_id") in (None, _trial_id()):
+        return None, dict(origin.get("lineage") or {})
+    return origin, {"pbt_parent": str(origin["trial_id"]),
+                    "pbt_cloned_at": int(origin["step"])}
 
 
 def older_checkpoints(ckpt: tune.Checkpoint) -> list[Path]:
@@ -194,13 +245,22 @@ def train_gan(config: dict[str, Any], ctx: TrialContext) -> None:
     # trainer allocates anything there (tuneable_gan.device).
     cap_memory(device, ctx.gpu)
     trainer = GANTrainer(cfg, device=device, tickets=ctx.tickets)
+    lineage: dict[str, Any] = {}
     try:
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
+                donor, lineage = read_origin(Path(d)) if ctx.pbt_interval else (None, {})
+                # A PBT clone continues its donor's run with its own mutated values and seed.
+                may = frozenset({*MUTABLE, SEED_KEY}) if donor else frozenset()
                 # Verified (checksums, same run, shapes); a bad newest one falls back to the older
                 # ones num_to_keep kept beside it, as a command-line resume does.
-                restore_first(trainer, [Path(d), *older_checkpoints(ckpt)], "trial restore")
-        loop.run(trainer, [TuneSink(trainer, ctx.metric, ctx.mode)])
+                restore_first(trainer, [Path(d), *older_checkpoints(ckpt)], "trial restore",
+                              may_differ=may)
+            if donor:
+                me = _trial_id() or ""
+                salt = hashlib.sha256(f"{me}:{donor['step']}".encode()).digest()
+                trainer.fold_rng(int.from_bytes(salt[:7], "little"))
+        loop.run(trainer, [TuneSink(trainer, ctx.metric, ctx.mode, ctx.pbt_interval, lineage)])
     finally:
         trainer.close()  # a trial stopped mid-round must not keep its ticket lock
