@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis import calibration, output, plots, stats, tables, tickets
+from analysis import calibration, output, pbt, plots, stats, tables, tickets
 from analysis.checkpoints import best_checkpoint
 from analysis.collect import STATUSES, collect, read_collected, trial_table, write_parquet
 from tuneable_gan.errors import UserError
@@ -200,6 +200,7 @@ def build_report(experiment: str, out: str | None = None,
                             importance_reason=why, reading=reading)
     # Whether the rungs (or, for FIFO, any early evaluation) ranked trials as the end did.
     blocks += calibration.section(df, metric, dest)
+    blocks += pbt.section(df, metric, dest)
     # The best configuration is what a finished trial reached when one did: a full-length run
     # is the thing being reproduced; the common budget only when nothing finished.
     best_from = "final" if (aggs["final"][0]["n"] > 0).any() else primary
