@@ -1,9 +1,12 @@
 """Best checkpoints: a report that improves the trial's best metric carries a checkpoint, Tune
 keeps the best by the metric as well as the newest (``num_to_keep: 1``), and the report's best
-config and samples come from the best one, saying its step."""
+config and samples come from the best one, saying its step. The same sweep checks that each
+evaluation's sample grid is an image in the trial's TensorBoard log."""
 
 from __future__ import annotations
 
+import io
+import struct
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,26 @@ def scripted_train_gan(config, ctx):
 scripted_train_gan.__name__ = "train_gan"
 
 
+def image_events(trial_dir: Path) -> list[tuple[str, int, tuple[int, int]]]:
+    """(tag, step, PNG (width, height)) of every image summary in the trial's event files,
+    read from the TFRecord framing (length, crc, event, crc) with tensorboardX's protos."""
+    from PIL import Image
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for f in sorted(trial_dir.glob("events.out.tfevents.*")):
+        data, i = f.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                if v.HasField("image"):
+                    png = Image.open(io.BytesIO(v.image.encoded_image_string))
+                    out.append((v.tag, event.step, png.size))
+    return out
+
+
 @pytest.mark.slow
 def test_the_best_checkpoint_survives_num_to_keep_and_feeds_the_report(ray_2cpu, tmp_path):
     doc = {"name": "best", "base": BASE, "space": {},
@@ -66,3 +89,5 @@ def test_the_best_checkpoint_survives_num_to_keep_and_feeds_the_report(ray_2cpu,
     md = (build_report(exp, out=str(tmp_path / "rep")).parent / "report.md").read_text()
     assert f"best_config.yaml is from its best checkpoint by fid ({Path(found.path).name}, " \
            "step 4)" in md
+    # 64 samples of 8x8 in an 8 x 8 grid with 1 px gaps: 73 x 73 px, at each evaluation.
+    assert image_events(Path(exp) / trial_dir) == [("samples", s, (73, 73)) for s in (2, 4, 6, 8)]

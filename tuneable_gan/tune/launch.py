@@ -212,6 +212,9 @@ def build_tuner(spec: SweepSpec, fn: Callable[..., None] = train_gan,
                 num_to_keep=t.num_to_keep, checkpoint_score_attribute=t.metric,
                 checkpoint_score_order=t.mode),
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
+            # What a trial writes in its directory (the TensorBoard sample grids) reaches the
+            # storage with its checkpoints.
+            sync_config=tune.SyncConfig(sync_artifacts=True),
             verbose=1),
     )
 

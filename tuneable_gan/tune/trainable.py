@@ -17,6 +17,10 @@ document and the cell rules (``space.TrialBase``) and what the trial needs of th
 The trial validates only its own config (``space.trial_config``), never the whole sweep spec
 again.
 
+Each evaluation also writes its sample grid (64 G_ema samples, the report's fixed latent seed)
+as an image into the trial's TensorBoard log (an events file beside Ray's scalars, synced with
+the trial's artifacts).
+
 PBT / PB2 (``space_pbt``): a report at each multiple of the perturbation interval carries a
 checkpoint, and every checkpoint names the trial that wrote it (``origin.json``). A trial
 restored from another trial's checkpoint is a clone: it loads the donor's state under its own
@@ -59,6 +63,7 @@ from tuneable_gan.tune.space_pbt import MUTABLE, PBT_SCHEDULERS
 
 # Training metrics a report averages over its interval (the rest are states, not rates).
 NOT_AVERAGED = frozenset({"step", "images_seen", "sparsity"})
+SAMPLE_GRID = 64  # samples in each evaluation's TensorBoard image
 ORIGIN_FILE = "origin.json"  # in a trial's checkpoint: which trial wrote it, at which step
 
 
@@ -133,6 +138,7 @@ class TuneSink:
             "node_id": ray.get_runtime_context().get_node_id()} | (lineage or {})
         self.metric, self.mode = metric, mode
         self.pbt_interval, self.lineage = pbt_interval, dict(lineage or {})
+        self.images: Any = None  # the trial's TensorBoard writer of sample grids, when opened
         self.best: float | None = None  # the trial's best metric so far (this attempt)
         self._start_interval()
 
@@ -156,6 +162,7 @@ class TuneSink:
         assert row is not None
         means = {k: s / self.counts[k] for k, s in self.sums.items()}
         means["steps_per_s"] = self.n / max(time.perf_counter() - self.t0, 1e-9)
+        self._sample_grid(trainer)
         report = self.static | row | means | {"diverged": False}
         report.setdefault(self.metric, math.nan)  # stage I: Tune needs the key, there is none
         improved = self._improves(report[self.metric])  # before the or: it keeps the best
@@ -172,6 +179,29 @@ class TuneSink:
             tune.report(report)
         self._start_interval()
 
+    def _sample_grid(self, trainer: GANTrainer) -> None:
+        """The evaluation's sample grid (G_ema, the fixed latent seed of the report's grids) as
+        an image in the trial's TensorBoard log, beside Ray's scalars; none for 1-D toy data
+        or outside a Tune session."""
+        where = _trial_dir()
+        if where is None:
+            return
+        x = trainer.samples(SAMPLE_GRID)
+        if x.dim() != 4:
+            return
+        from tensorboardX import SummaryWriter
+        from torchvision.utils import make_grid
+
+        if self.images is None:
+            self.images = SummaryWriter(logdir=where, filename_suffix=".samples")
+        grid = make_grid((x.clamp(-1, 1) + 1) / 2, nrow=round(SAMPLE_GRID ** 0.5), padding=1)
+        self.images.add_image("samples", grid, global_step=trainer.step)
+        if trainer.finished:  # closed before the last report, whose sync takes the file whole
+            self.images.close()
+            self.images = None
+        else:
+            self.images.flush()
+
     def _improves(self, value: Any) -> bool:
         """Whether ``value`` is finite and better than the best so far (then it is the best)."""
         if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -187,6 +217,13 @@ class TuneSink:
         tune.report(self.static | error.values | trainer.phase.describe() | {
             "step": error.step, "images_seen": trainer.images_seen, "fid": math.inf,
             "fid_best": math.inf, self.metric: worst, "diverged": True})
+
+
+def _trial_dir() -> str | None:
+    try:
+        return tune.get_context().get_trial_dir()
+    except (RuntimeError, AttributeError):
+        return None
 
 
 def _trial_id() -> str | None:
