@@ -176,3 +176,24 @@ def test_a_pbt_sweep_exploits_records_lineage_and_keeps_every_report(ray_2cpu, t
     for d in (tmp_path / "results" / "p").glob("trial_*"):
         mine = (d / "tuneable_gan_result.jsonl").read_text().splitlines()
         assert len(mine) >= len((d / "result.json").read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_a_pb2_sweep_runs_and_exploits(ray_2cpu, tmp_path):
+    pytest.importorskip("GPy", reason="PB2 needs GPy (pip install 'tuneable-gan[pb2]')")
+    d = doc(tmp_path)
+    d["tune"]["scheduler"] = {"pb2": {"perturbation_interval": 2, "quantile_fraction": 0.5,
+                                      "mutations": {"optim.g_lr": [1.0e-5, 1.0e-3],
+                                                    "regularizer.weight": [1.0, 100.0]}}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(d))
+    results = run_sweep(load_space(path))
+    assert results.num_errors == 0 and len(results) == 4
+    from analysis.collect import collect
+
+    df = collect(str(tmp_path / "results" / "p"))
+    assert set(df.groupby("trial_id")["step"].max()) == {6}
+    cloned = df[df["pbt_parent"].notna()]
+    assert not cloned.empty
+    for _, r in cloned.iterrows():  # PB2's values stay inside its box
+        assert 1e-5 <= r["optim.g_lr"] <= 1e-3 and 1.0 <= r["regularizer.weight"] <= 100.0

@@ -33,7 +33,6 @@ class PBT(_NoFinalPerturbation, PopulationBasedTraining):
 def population_based(name: str, p: dict[str, Any]) -> TrialScheduler:
     """PBT or PB2 over ``p`` (``space_pbt.parse_pbt``'s settings)."""
     common = {"time_attr": "step", "perturbation_interval": p["perturbation_interval"],
-              "burn_in_period": p["burn_in_period"],
               "quantile_fraction": p["quantile_fraction"], "log_config": True,
               "require_attrs": True}
     muts = p["mutations"]
@@ -48,4 +47,5 @@ def population_based(name: str, p: dict[str, Any]) -> TrialScheduler:
     return PBT(hyperparam_mutations={
         k: list(d["choice"]) if "choice" in d else domains[kind](*d[kind])
         for k, d in muts.items() for kind in d},
-        resample_probability=p["resample_probability"], **common)
+        resample_probability=p["resample_probability"], burn_in_period=p["burn_in_period"],
+        **common)

@@ -322,7 +322,8 @@ class SweepSpec:
         elif name in PBT_SCHEDULERS:  # perturb at every smoke evaluation
             pbt = t["scheduler"][name]
             pbt["perturbation_interval"] = min(SMOKE_EVERY, steps)
-            pbt["burn_in_period"] = 0
+            if "burn_in_period" in pbt:
+                pbt["burn_in_period"] = 0
         doc["name"] = f"{self.name}-smoke"
         return _build(doc, Path(self.source), derived=True)
 

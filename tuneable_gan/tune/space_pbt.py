@@ -17,8 +17,9 @@ the regularization strength and its EMA factor, and AdvAug's step size. Settings
           optim.g_lr: {loguniform: [1.0e-5, 1.0e-3]}
           regularizer.weight: {loguniform: [1.0, 1.0e+4]}
 
-``pb2`` takes the same settings but bounds only (``{uniform: [lo, hi]}`` or ``[lo, hi]``): its GP
-bandit explores a box, and it needs GPy.
+``pb2`` takes the same settings but no ``burn_in_period`` or ``resample_probability``, and
+bounds only (``{uniform: [lo, hi]}`` or ``[lo, hi]``): its GP bandit explores a box. It needs
+GPy.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ MUTABLE = ("optim.g_lr", "optim.d_lr", "regularizer.weight", "regularizer.ema",
            "augment.advaug_step")
 PBT_KEYS = ("perturbation_interval", "burn_in_period", "quantile_fraction",
             "resample_probability", "mutations")
-PB2_KEYS = tuple(k for k in PBT_KEYS if k != "resample_probability")
+# Ray's PB2 takes neither a resampling probability nor a burn-in period.
+PB2_KEYS = tuple(k for k in PBT_KEYS if k not in ("resample_probability", "burn_in_period"))
 MUTATION_KINDS = {"pbt": ("uniform", "loguniform", "choice"), "pb2": ("uniform",)}
 
 
@@ -51,12 +53,13 @@ def parse_pbt(name: str, params: dict[str, Any], problems: list[str]) -> dict[st
                         f"{fmt(interval)}")
         interval = 1
     out["perturbation_interval"] = interval
-    burn = params.get("burn_in_period", 0)
-    if not isinstance(burn, int) or isinstance(burn, bool) or burn < 0:
-        problems.append(f"{where}burn_in_period must be an integer >= 0 (G steps), got "
-                        f"{fmt(burn)}")
-        burn = 0
-    out["burn_in_period"] = burn
+    if name == "pbt":
+        burn = params.get("burn_in_period", 0)
+        if not isinstance(burn, int) or isinstance(burn, bool) or burn < 0:
+            problems.append(f"{where}burn_in_period must be an integer >= 0 (G steps), got "
+                            f"{fmt(burn)}")
+            burn = 0
+        out["burn_in_period"] = burn
     q = params.get("quantile_fraction", 0.25)
     if not _is_number(q) or not 0 < q <= 0.5:
         problems.append(f"{where}quantile_fraction must be in (0, 0.5], got {fmt(q)}")
