@@ -170,3 +170,30 @@ def random_digits_cache(root: Path) -> Path:
         extractors.ensure_digits_classifier(root)
     return root
 
+
+
+def stand_in_start() -> int:
+    """The step a stand-in Tune trainable resumes after: its checkpoint's, else 0."""
+    import json
+
+    from ray import tune
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return 0
+    with ckpt.as_directory() as d:
+        return json.loads((Path(d) / "s.json").read_text())["step"]
+
+
+def stand_in_report(metrics: dict, checkpoint: bool) -> None:
+    """``tune.report`` of a stand-in trainable, with a checkpoint of its step when asked."""
+    import json
+
+    from ray import tune
+
+    if not checkpoint:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "s.json").write_text(json.dumps({"step": metrics["step"]}))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

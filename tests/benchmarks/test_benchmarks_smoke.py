@@ -179,3 +179,32 @@ def test_gpu_report_makes_one_table_of_every_step(tmp_path):
 @pytest.mark.parametrize("script", ["gpu_check.sh", "fetch_wheels.sh"])
 def test_shell_scripts_parse(script):
     subprocess.run(["bash", "-n", str(BENCH / script)], check=True)
+
+
+def test_seed_asha_replay_gives_the_decisions_worked_out_by_hand():
+    """Two configurations x two seeds, all four running at once, no jitter; rungs at reports
+    1 and 2. B's seeds report first (0.9 s a report, 5 at both rungs); A's seeds follow (1 s;
+    10 and 1 at rung 1, final 1 each) and A is the grid's best (mean final 1 against 3).
+    Plain ASHA stops A's seed 0 at rung 1 (10 is worse than B's 5) and keeps seed 1: A still
+    finishes and wins, at 1 + 4 + 2 x 3.6 = 12.2 of 15.2 s. Seed-group ASHA sees A's mean 5.5
+    against B's 5 once A's seed 1 is in, and stops both seeds: seed 1 at once, seed 0 (told to
+    continue while its sibling was out) at its next report; B wins, at 2 + 1 + 7.2 = 10.2 s."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from tuneable_gan.tune.launch import configuration_of
+    from tuneable_gan.tune.seed_asha import SeedGroupASHA
+
+    m = bench("seed_asha_vs_asha")
+    trials = [m.Recorded(f"{g}{s}", {"w": g, "train.seed": s}, (g,), vals, [dur] * 4)
+              for g, dur, runs in (("A", 1.0, ([10, 1, 1, 1], [1, 1, 1, 1])),
+                                   ("B", 0.9, ([5, 5, 5, 3], [5, 5, 5, 3])))
+              for s, vals in enumerate(runs)]
+    settings = {"metric": "fid", "mode": "min", "max_t": 4, "grace_period": 1,
+                "reduction_factor": 2}
+    build = {"asha": lambda: ASHAScheduler(time_attr="training_iteration", **settings),
+             "seed_asha": lambda: SeedGroupASHA(group_of=configuration_of, group_size=2,
+                                                **settings)}
+    rows = m.compare(trials, lambda name: build[name](), "fid", "min", reps=3, concurrency=4,
+                     jitter=0.0)
+    assert [r[:3] for r in rows] == [("asha", 3, 3), ("seed_asha", 0, 0)]
+    assert [r[3] for r in rows] == pytest.approx([12.2 / 15.2, 10.2 / 15.2])

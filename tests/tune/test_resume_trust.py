@@ -10,13 +10,12 @@ import os
 import pickle
 import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, read_only_dir
+from conftest import TINY, read_only_dir, stand_in_report, stand_in_start
 from ray import tune
 
 from tuneable_gan.cli import main
@@ -188,21 +187,11 @@ def test_a_storage_that_is_a_file_or_unwritable_is_refused(tmp_path, home, capsy
 def train_gan(config, ctx):
     """A quick stand-in trainable (named as the real one: Tuner.restore matches names): 8
     reports, fid = (step - 4)^2 + weight, a checkpoint every 2 steps, resumed from it."""
-    start = 0
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            start = json.loads((Path(d) / "s.json").read_text())["step"]
+    start = stand_in_start()
     w = float(config["regularizer.weight"])
     for step in range(start + 1, 9):
         time.sleep(0.25)
-        metrics = {"step": step, "fid": float((step - 4) ** 2) + w}
-        if step % 2:
-            tune.report(metrics)
-            continue
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "s.json").write_text(json.dumps({"step": step}))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        stand_in_report({"step": step, "fid": float((step - 4) ** 2) + w}, not step % 2)
 
 
 class KillSnapshot(tune.Callback):

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TINY, stand_in_report, stand_in_start
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
@@ -83,18 +82,10 @@ def test_a_state_of_other_rungs_or_another_kind_is_refused():
 def train_gan(config, ctx):
     """A quick stand-in trainable (named as the real one: Tuner.restore matches names): 6
     reports, fid = weight + 1/step, a checkpoint every report, resumed from it."""
-    start = 0
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            start = json.loads((Path(d) / "s.json").read_text())["step"]
     w = float(config["regularizer.weight"])
-    for step in range(start + 1, 7):
+    for step in range(stand_in_start() + 1, 7):
         time.sleep(0.2)
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "s.json").write_text(json.dumps({"step": step}))
-            tune.report({"step": step, "fid": w + 1 / step},
-                        checkpoint=tune.Checkpoint.from_directory(d))
+        stand_in_report({"step": step, "fid": w + 1 / step}, True)
 
 
 class Interrupt(tune.Callback):
