@@ -195,5 +195,7 @@ def test_a_pb2_sweep_runs_and_exploits(ray_2cpu, tmp_path):
     assert set(df.groupby("trial_id")["step"].max()) == {6}
     cloned = df[df["pbt_parent"].notna()]
     assert not cloned.empty
+    inside = 1 + 1e-6  # PB2 hands back float32 values: a bound comes back rounded
     for _, r in cloned.iterrows():  # PB2's values stay inside its box
-        assert 1e-5 <= r["optim.g_lr"] <= 1e-3 and 1.0 <= r["regularizer.weight"] <= 100.0
+        assert 1e-5 / inside <= r["optim.g_lr"] <= 1e-3 * inside
+        assert 1.0 / inside <= r["regularizer.weight"] <= 100.0 * inside
