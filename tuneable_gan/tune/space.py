@@ -57,7 +57,12 @@ from tuneable_gan.tune.space_cells import (
     parse_cells,
     possible_values,
 )
-from tuneable_gan.tune.space_checks import check_explicit, preflight_cells, top_level_problems
+from tuneable_gan.tune.space_checks import (
+    check_explicit,
+    preflight_cells,
+    scheduler_problems,
+    top_level_problems,
+)
 from tuneable_gan.tune.space_parse import (
     ASHA_SCHEDULERS,
     MAX_COMBOS,
@@ -83,7 +88,7 @@ from tuneable_gan.tune.space_parse import (
     probe_values,
     set_nested,
 )
-from tuneable_gan.tune.space_pbt import PBT_SCHEDULERS, pbt_problems
+from tuneable_gan.tune.space_pbt import PBT_SCHEDULERS
 
 __all__ = ["CellRule", "SchedulerSpec", "SweepSpec", "TiedSample", "TrialBase", "TuneSpec",
            "expand_grid", "load_space", "spec_from_dict", "trial_config"]
@@ -286,8 +291,9 @@ class SweepSpec:
         checkpoint_every -> min(10, steps); eval.num_samples -> min(n, 200); axes on those four
         keys are dropped; seeds -> 1; the first two grid axes keep their first 2 values and any
         further grid axis its first value (at most 4 grid cells); num_samples -> 1
-        (random/grid) or 2 (optuna); ASHA (asha, seed_asha) grace_period -> 1 (and max_t, if
-        set, -> at most the smoke run's report count); a set sparsity.round_steps ->
+        (random/grid) or 2 (optuna, or a PBT/PB2 population); ASHA (asha, seed_asha)
+        grace_period -> 1 (and max_t, if set, -> at most the smoke run's report count); PBT/PB2
+        perturbation_interval -> the smoke's eval cadence; a set sparsity.round_steps ->
         min(round_steps, the smoke's train.steps). The caps are written into the base as
         explicit keys (so no preset, the base's or a rule's, can undo them) and into every
         rule that sets one of those keys (capped the same way, a rule's cadence and rounds by
@@ -425,24 +431,7 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
     if tune.search == "optuna" and not sampled and space_ok:
         problems.append("tune.search=optuna needs at least one sampled axis besides the seeds "
                         "(for a plain seed sweep use search: grid)")
-    rungs = tune.scheduler.name in (*ASHA_SCHEDULERS, *PBT_SCHEDULERS)
-    if rungs and base is not None and space_ok and cells_ok and any(
-            v > 0 for v in possible_values("sparsity.level", base, base_doc, axes, cells)):
-        # Stage-I reports carry no FID of the ticket, and how many a trial makes depends on
-        # which rounds it reuses: ASHA's rungs would compare unlike things (tuneable_gan.lottery).
-        problems.append(f"tune.scheduler={tune.scheduler.name} cannot judge lottery-ticket "
-                        "trials (sparsity.level > 0 runs ticket rounds first, with no ticket "
-                        "FID to compare); use scheduler: fifo")
-    if tune.scheduler.name in PBT_SCHEDULERS and tune.num_to_keep < 3:
-        problems.append(f"tune.num_to_keep must be >= 3 with {tune.scheduler.name}, got "
-                        f"{tune.num_to_keep}: a donor's checkpoint must outlive its clone's "
-                        "restore")
-    if tune.scheduler.name in PBT_SCHEDULERS and tune.search == "optuna":
-        problems.append(f"tune.scheduler={tune.scheduler.name} takes its population from search: "
-                        "grid or random (Optuna's suggestions would be mutated under it)")
-    if tune.scheduler.name in PBT_SCHEDULERS and base is not None and space_ok and cells_ok:
-        problems += pbt_problems(tune.scheduler.name, dict(tune.scheduler.params), [
-            int(v) for v in possible_values("train.eval_every", base, base_doc, axes, cells)])
+    problems += scheduler_problems(tune, base, base_doc, axes, cells, space_ok and cells_ok)
     if tune.search != "optuna" and tune.num_samples > 1 and not sampled and space_ok:
         problems.append(f"tune.num_samples={tune.num_samples} would repeat identical trials: no "
                         f"axis is sampled (for replicates use train.seed: {{seeds: N}})")

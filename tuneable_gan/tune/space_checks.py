@@ -17,8 +17,16 @@ from tuneable_gan.config import PRESET_KEY, SECTIONS, Config, from_dict
 from tuneable_gan.constants import SEED_KEY
 from tuneable_gan.errors import ConfigError, UserError
 from tuneable_gan.reads import Ignored, ignored, name
-from tuneable_gan.tune.space_cells import CellRule, compose
-from tuneable_gan.tune.space_parse import MAX_COMBOS, TOP_KEYS, did_you_mean, fmt, probe_values
+from tuneable_gan.tune.space_cells import CellRule, compose, possible_values
+from tuneable_gan.tune.space_parse import (
+    ASHA_SCHEDULERS,
+    MAX_COMBOS,
+    TOP_KEYS,
+    did_you_mean,
+    fmt,
+    probe_values,
+)
+from tuneable_gan.tune.space_pbt import PBT_SCHEDULERS, pbt_problems
 
 # The top-level keys only a search space has: a document with one (or a near miss of one, such
 # as ``spce:``) is a space, never a run config whose sections were misspelt.
@@ -135,3 +143,31 @@ def preflight_cells(trial_config: Callable[[dict[str, Any]], Config],
     if total > len(todo):
         notes.append(f"checked the first {len(todo)} of {total} cells")
     return problems, list(dict.fromkeys(notes))
+
+
+def scheduler_problems(tune: Any, base: Config | None, base_doc: dict[str, Any],
+                       axes: dict[str, dict[str, Any]], cells: tuple[CellRule, ...],
+                       checked: bool) -> list[str]:
+    """What the scheduler cannot do with this sweep (``tune`` a ``TuneSpec``; ``checked``: the
+    space and the cell rules parsed, so their values can be enumerated)."""
+    name, out = tune.scheduler.name, []
+    judged = name in (*ASHA_SCHEDULERS, *PBT_SCHEDULERS)
+    if judged and base is not None and checked and any(
+            v > 0 for v in possible_values("sparsity.level", base, base_doc, axes, cells)):
+        # Stage-I reports carry no FID of the ticket, and how many a trial makes depends on
+        # which rounds it reuses: ASHA's rungs would compare unlike things (tuneable_gan.lottery).
+        out.append(f"tune.scheduler={name} cannot judge lottery-ticket trials (sparsity.level "
+                   "> 0 runs ticket rounds first, with no ticket FID to compare); use "
+                   "scheduler: fifo")
+    if name not in PBT_SCHEDULERS:
+        return out
+    if tune.num_to_keep < 3:
+        out.append(f"tune.num_to_keep must be >= 3 with {name}, got {tune.num_to_keep}: a "
+                   "donor's checkpoint must outlive its clone's restore")
+    if tune.search == "optuna":
+        out.append(f"tune.scheduler={name} takes its population from search: grid or random "
+                   "(Optuna's suggestions would be mutated under it)")
+    if base is not None and checked:
+        out += pbt_problems(name, dict(tune.scheduler.params), [
+            int(v) for v in possible_values("train.eval_every", base, base_doc, axes, cells)])
+    return out
