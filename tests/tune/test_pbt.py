@@ -51,6 +51,21 @@ def test_pbt_settings_build_rays_scheduler_timed_in_g_steps(tmp_path):
     assert tr.TrialContext.of(spec).pbt_interval == 2
 
 
+def test_pbt_perturbations_stay_inside_the_bounds():
+    """Ray's own explore step, then the clip: 9e-4 x 1.2 would leave [1e-5, 1e-3]."""
+    from ray.tune.schedulers.pbt import _explore
+
+    sched = _scheduler(spec_from_dict(doc(Path("/tmp")), source="s.yaml"))
+    config = {"optim.g_lr": 9e-4, "regularizer.weight": 90.0, "__sample__": 0}
+    for _ in range(20):
+        new, _ = _explore(config, sched._hyperparam_mutations, 0.0, (1.2, 0.8),
+                          sched._custom_explore_fn)
+        assert 1e-5 <= new["optim.g_lr"] <= 1e-3 and 1.0 <= new["regularizer.weight"] <= 100.0
+    up, _ = _explore(config, sched._hyperparam_mutations, 0.0, (1.2, 1.2),
+                     sched._custom_explore_fn)
+    assert up["optim.g_lr"] == 1e-3 and up["regularizer.weight"] == 100.0
+
+
 @pytest.mark.parametrize("change, line", [
     ({"mutations": {"optim.betas": {"uniform": [0.0, 0.9]}}},
      "tune.scheduler.pbt.mutations.optim.betas: this key may not mutate during training "
