@@ -18,6 +18,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from tuneable_gan.tune import integrity, launch, scheduler_state
 from tuneable_gan.tune.launch import configuration_of
+from tuneable_gan.tune.result_log import RESULT_LOG
 from tuneable_gan.tune.seed_asha import SeedGroupASHA
 from tuneable_gan.tune.space import load_space
 
@@ -135,3 +136,7 @@ def test_asha_rungs_survive_an_interrupt_and_resume(ray_2cpu, tmp_path, home, mo
     for (m, old), (m2, new) in zip(before["brackets"][0], after["brackets"][0]):
         assert m == m2 and old.items() <= new.items()  # kept, then added to
     assert after["num_stopped"] >= before["num_stopped"]
+    # The driver's report log went on from what the interrupted driver stored: no step lost.
+    for d in Path(exp).glob("trial_*"):
+        steps = {json.loads(ln)["step"] for ln in (d / RESULT_LOG).read_text().splitlines()}
+        assert steps == set(range(1, max(steps) + 1)), (d.name, sorted(steps))

@@ -18,6 +18,7 @@ from conftest import TINY, assert_resumed_rows
 from tuneable_gan.cli import main
 from tuneable_gan.tune import trainable as trainable_mod
 from tuneable_gan.tune.launch import run_sweep
+from tuneable_gan.tune.result_log import RESULT_LOG
 from tuneable_gan.tune.space import load_space
 
 BASE = TINY | {"train.steps": 8, "train.eval_every": 2, "train.checkpoint_every": 4,
@@ -85,8 +86,10 @@ def test_failed_trial_is_retried_from_its_checkpoint_with_no_step_lost(ray_2cpu,
     results = run_sweep(spec, fn=flaky_train_gan)
     assert results.num_errors == 0
     for r in results:
+        # The driver's log: Ray's result.json may lose the rows since its last sync when the
+        # trial restarts (tuneable_gan.tune.result_log).
         steps = [json.loads(ln)["step"] for ln in
-                 (Path(r.path) / "result.json").read_text().splitlines()]
+                 (Path(r.path) / RESULT_LOG).read_text().splitlines()]
         # Reports at 2, 4 (checkpoint), failure at 6, retry from step 4: 6, 8. Nothing lost or
         # repeated beyond the checkpoint interval, and the run ends at exactly train.steps.
         assert steps == [2, 4, 6, 8], steps

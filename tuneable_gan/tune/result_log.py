@@ -21,7 +21,18 @@ RESULT_LOG = "tuneable_gan_result.jsonl"
 
 class ResultLog(tune.Callback):
     """Appends each trial result (one JSON line, NaN and inf as Ray writes them) to
-    ``<trial dir>/tuneable_gan_result.jsonl`` on the driver."""
+    ``<trial dir>/tuneable_gan_result.jsonl`` on the driver. A resumed sweep's driver starts
+    with an empty staging area: the first result of a trial there first fetches the stored
+    log (what the interrupted driver had synced), or the upload would replace it."""
+
+    def __init__(self) -> None:
+        self._fetched: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # tuner.pkl holds the callback: a resumed driver fetches afresh
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict,
                         **info: Any) -> None:
@@ -29,5 +40,22 @@ class ResultLog(tune.Callback):
             return
         path = Path(trial.local_path) / RESULT_LOG
         path.parent.mkdir(parents=True, exist_ok=True)
+        if trial.trial_id not in self._fetched:
+            self._fetched.add(trial.trial_id)
+            if not path.exists():
+                _fetch(trial, path)
         with path.open("a") as f:
             f.write(json.dumps(result, default=repr) + "\n")
+
+
+def _fetch(trial: Any, path: Path) -> None:
+    """Copy the trial's stored log into the staging area, if the storage has one."""
+    import pyarrow.fs as pafs
+
+    storage = trial.storage
+    remote = f"{storage.trial_fs_path}/{RESULT_LOG}"
+    try:
+        if storage.storage_filesystem.get_file_info(remote).type == pafs.FileType.File:
+            pafs.copy_files(remote, str(path), source_filesystem=storage.storage_filesystem)
+    except OSError:
+        pass  # nothing stored yet, or unreadable: the log starts here
