@@ -26,7 +26,8 @@ import pandas as pd
 from scipy import stats as st
 
 from analysis import tables
-from analysis.plots import PlotResult, _save, plt
+from analysis.collect import scheduler_of
+from analysis.plots import PlotResult, plt, save_figure
 from analysis.stats import direction
 
 ASHA_NAMES = ("asha", "seed_asha")  # the schedulers with rungs
@@ -38,10 +39,8 @@ def rung_iterations(tune: dict[str, Any], reports: int) -> list[int]:
     """The report counts at which the sweep's scheduler judged trials: ASHA's (and seed-group
     ASHA's) rungs grace_period * rf**k below max_t; for other schedulers every report before
     the last, since any of them could have been a rung."""
-    sched = tune.get("scheduler")
-    name = next(iter(sched)) if isinstance(sched, dict) and sched else None
-    params = sched[name] if name in ASHA_NAMES else None
-    if not isinstance(params, dict):
+    name, params = scheduler_of({"tune": tune})
+    if name not in ASHA_NAMES:
         return list(range(1, reports))
     grace, rf = float(params.get("grace_period", 1)), float(params.get("reduction_factor", 4))
     max_t = float(params.get("max_t", reports))
@@ -152,7 +151,7 @@ def _plot(cal: pd.DataFrame, curve: pd.DataFrame, out_dir: Path, metric: str) ->
     b.fill_between(curve["hours"], curve["low"], curve["high"], color="C1", alpha=0.25)
     b.set(xlabel="trial-hours spent", ylabel=f"best final {metric}",
           title="expected best vs budget")
-    return PlotResult("calibration", title, _save(fig, out_dir, "calibration"))
+    return PlotResult("calibration", title, save_figure(fig, out_dir, "calibration"))
 
 
 def _hours(h: float) -> str:
@@ -195,11 +194,9 @@ def section(df: pd.DataFrame, metric: str, out_dir: Path) -> list[tuple[str, Any
     if n < MIN_TRIALS:
         return blocks + [("p", f"Needs at least {MIN_TRIALS} finished trials with a report "
                                f"before their last; this sweep has {n}.")]
-    sched = attrs.get("tune", {}).get("scheduler")
-    name = next(iter(sched)) if isinstance(sched, dict) and sched else None
-    params = sched[name] if name in ASHA_NAMES else None
+    name, params = scheduler_of(attrs)
     # Only ASHA cuts to the top 1/rf at a rung; a FIFO sweep reads every evaluation as one.
-    rf = float(params.get("reduction_factor", 4)) if isinstance(params, dict) else None
+    rf = float(params.get("reduction_factor", 4)) if name in ASHA_NAMES else None
     curve = best_vs_budget(df, metric)
     raw = cal.copy()
     table = tables.Table(

@@ -277,6 +277,16 @@ def _attrs(experiment: str | os.PathLike[str], doc: dict[str, Any]) -> dict[str,
             "tune": doc.get("tune") or {}, "base": doc.get("base") or {}}
 
 
+def scheduler_of(attrs: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(name, settings) of the sweep's ``tune.scheduler`` as ``collect`` recorded it
+    (``("fifo", {})`` for FIFO; ``(None, {})`` when the sweep recorded none)."""
+    sched = attrs.get("tune", {}).get("scheduler")
+    if isinstance(sched, dict) and len(sched) == 1:
+        name, params = next(iter(sched.items()))
+        return str(name), dict(params) if isinstance(params, dict) else {}
+    return (str(sched), {}) if isinstance(sched, str) else (None, {})
+
+
 def trial_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: its last report (config, metrics, status, stopped_at)."""
     last = df[df["last_report"]].copy()

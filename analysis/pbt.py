@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from analysis import tables
-from analysis.plots import PlotResult, _save, plt
+from analysis.collect import scheduler_of
+from analysis.plots import PlotResult, plt, save_figure
 from analysis.stats import direction
 
 PBT_NAMES = ("pbt", "pb2")
@@ -22,9 +23,8 @@ PBT_NAMES = ("pbt", "pb2")
 
 def mutated_keys(attrs: dict[str, Any]) -> list[str]:
     """The keys a PBT/PB2 sweep mutates (none for other schedulers)."""
-    sched = attrs.get("tune", {}).get("scheduler")
-    name = next(iter(sched)) if isinstance(sched, dict) and sched else None
-    return list(sched[name].get("mutations", {})) if name in PBT_NAMES else []
+    name, params = scheduler_of(attrs)
+    return list(params.get("mutations", {})) if name in PBT_NAMES else []
 
 
 def lineage(df: pd.DataFrame) -> pd.DataFrame:
@@ -66,7 +66,7 @@ def schedules(df: pd.DataFrame, keys: list[str], out_dir: Path) -> PlotResult:
         ax.set(xlabel="G step", title=key)
     if rows["trial_id"].nunique() <= 10:
         axes[0][-1].legend(fontsize=6, loc="best")
-    return PlotResult("pbt_schedules", title, _save(fig, out_dir, "pbt_schedules"))
+    return PlotResult("pbt_schedules", title, save_figure(fig, out_dir, "pbt_schedules"))
 
 
 def section(df: pd.DataFrame, metric: str, out_dir: Path) -> list[tuple[str, Any]]:

@@ -52,7 +52,8 @@ class PlotResult:
         return next((p for p in self.paths if p.suffix == ".png"), None)
 
 
-def _save(fig: Any, out_dir: Path, name: str, svg: bool = True) -> list[Path]:
+def save_figure(fig: Any, out_dir: Path, name: str, svg: bool = True) -> list[Path]:
+    """Write ``fig`` as ``name``.png (and .svg) into ``out_dir``, close it; the paths."""
     output.make_dir(out_dir)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"][:2 if svg else 1]
     fig.tight_layout()
@@ -117,7 +118,7 @@ def metric_vs_factor(tv: pd.DataFrame, out_dir: str | Path, key: str = "regulari
     ax.set_title(res.title, fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    res.paths = _save(fig, Path(out_dir), name)
+    res.paths = save_figure(fig, Path(out_dir), name)
     return res
 
 
@@ -170,7 +171,7 @@ def learning_curves(df: pd.DataFrame, out_dir: str | Path, metric: str = "fid") 
     res.title += more
     ax.set_title(res.title, fontsize=10)
     ax.legend(fontsize=7, ncol=1 if len(cells) <= 4 else 2)
-    res.paths = _save(fig, Path(out_dir), res.name)
+    res.paths = save_figure(fig, Path(out_dir), res.name)
     return res
 
 
@@ -197,7 +198,7 @@ def dig_curves(df: pd.DataFrame, out_dir: str | Path) -> PlotResult:
     res.title += (" per data fraction" if by == ["data.fraction"] else " per cell") + more
     ax.set_title(res.title, fontsize=10)
     ax.legend(fontsize=7)
-    res.paths = _save(fig, Path(out_dir), res.name)
+    res.paths = save_figure(fig, Path(out_dir), res.name)
     return res
 
 
@@ -214,7 +215,7 @@ def importance_bars(importances: dict[str, float], out_dir: str | Path,
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of variance explained")
     ax.set_title(res.title, fontsize=10)
-    res.paths = _save(fig, Path(out_dir), res.name)
+    res.paths = save_figure(fig, Path(out_dir), res.name)
     return res
 
 
@@ -349,7 +350,7 @@ def sample_grids(tv: pd.DataFrame, experiment: str, out_dir: str | Path,
         _panel(ax, x)
         ax.set_title(title, fontsize=7)
     # Sample pictures are raster data: an SVG would only wrap the same pixels, 4x larger.
-    res.paths = _save(fig, Path(out_dir), res.name, svg=False)
+    res.paths = save_figure(fig, Path(out_dir), res.name, svg=False)
     if problems:
         res.reason = "skipped " + "; ".join(problems)
     return res

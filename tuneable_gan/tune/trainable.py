@@ -219,18 +219,20 @@ class TuneSink:
             "fid_best": math.inf, self.metric: worst, "diverged": True})
 
 
-def _trial_dir() -> str | None:
+def _session(what: str) -> str | None:
+    """``tune.get_context().<what>()``; None outside a Tune session (a test driving the sink)."""
     try:
-        return tune.get_context().get_trial_dir()
+        return getattr(tune.get_context(), what)()
     except (RuntimeError, AttributeError):
         return None
 
 
+def _trial_dir() -> str | None:
+    return _session("get_trial_dir")
+
+
 def _trial_id() -> str | None:
-    try:
-        return tune.get_context().get_trial_id()
-    except (RuntimeError, AttributeError):
-        return None  # outside a Tune session (a test driving the sink)
+    return _session("get_trial_id")
 
 
 def write_origin(checkpoint: Path, step: int, lineage: dict[str, Any]) -> None:
