@@ -10,7 +10,6 @@ Ray unpickles anything.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,15 +22,15 @@ import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from tuneable_gan.constants import SEED_KEY, SPEC_FILE
+from tuneable_gan.constants import SPEC_FILE
 from tuneable_gan.disk import blocked, writing
 from tuneable_gan.errors import ConfigError, UserError
-from tuneable_gan.tune import driver_state, integrity, scheduler_state
+from tuneable_gan.tune import driver_state, integrity, scheduler_state, tracking
+from tuneable_gan.tune.groups import configuration_of
 from tuneable_gan.tune.pbt import population_based
 from tuneable_gan.tune.result_log import ResultLog
 from tuneable_gan.tune.seed_asha import SeedGroupASHA
 from tuneable_gan.tune.space import SweepSpec, spec_from_dict
-from tuneable_gan.tune.space_parse import TRIAL_INDEX
 from tuneable_gan.tune.space_pbt import PBT_SCHEDULERS
 from tuneable_gan.tune.trainable import TrialContext, ticket_root, train_gan
 
@@ -145,13 +144,6 @@ def _read_text(uri: str) -> str:
         return f.read().decode()
 
 
-def configuration_of(config: dict[str, Any]) -> str:
-    """A trial's configuration (its config less the seed and Repeater's index) as a string:
-    the seeds of one configuration share it (``SeedGroupASHA``'s ``group_of``)."""
-    rest = {k: v for k, v in config.items() if k not in (SEED_KEY, TRIAL_INDEX)}
-    return json.dumps(rest, sort_keys=True, default=repr)
-
-
 def _scheduler(spec: SweepSpec) -> TrialScheduler:
     s = spec.tune.scheduler
     if s.name == "fifo":
@@ -205,7 +197,8 @@ def build_tuner(spec: SweepSpec, fn: Callable[..., None] = train_gan,
             name=spec.name, storage_path=storage_root(t.storage),
             # The scheduler's state first: the integrity recorder seals it in the same step.
             callbacks=[ResultLog(), scheduler_state.SchedulerRecorder(scheduler),
-                       integrity.IntegrityRecorder(), *callbacks],
+                       integrity.IntegrityRecorder(), *tracking.tracker_callbacks(spec),
+                       *callbacks],
             # The best by the sweep metric are kept (Tune always keeps the newest too, for
             # resume): the report's samples and best config come from the best evaluation.
             checkpoint_config=tune.CheckpointConfig(
@@ -226,6 +219,7 @@ def run_sweep(spec: SweepSpec, address: str | None = None,
     results, seal it and Ray's ``tuner.pkl`` in the integrity record, run the sweep."""
     check_name(spec.name)
     check_storage(spec)
+    tracking.check_trackers(spec)
     integrity.load_key(create=True)  # a key problem stops the sweep before it starts
     connect(address)
     check_resources(spec)
@@ -294,6 +288,7 @@ def resume_sweep(experiment: str, address: str | None = None,
         integrity.seal(path)
     else:
         integrity.verify(path)
+    tracking.check_trackers(spec)  # tuner.pkl holds the trackers: unpickling needs them
     connect(address)
     check_resources(spec)
     _warn_tickets(spec)

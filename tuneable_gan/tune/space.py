@@ -343,7 +343,10 @@ class SweepSpec:
         sched: Any = ({t.scheduler.name: copy.deepcopy(dict(t.scheduler.params))}
                       if t.scheduler.name != "fifo" else "fifo")
         tune = {f.name: getattr(t, f.name) for f in dataclasses.fields(t)}
-        tune.update(scheduler=sched, resources=dict(t.resources))
+        tune.update(scheduler=sched, resources=dict(t.resources),
+                    callbacks={c.name: copy.deepcopy(c.options) for c in t.callbacks})
+        if not t.callbacks:
+            del tune["callbacks"]  # a sweep without trackers stores what it stored before
         doc = {"name": self.name, "description": self.description,
                "base": {k: list(v) if isinstance(v, tuple) else v
                         for k, v in self.base_doc.items()},

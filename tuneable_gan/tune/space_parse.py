@@ -20,13 +20,14 @@ from tuneable_gan.config import valid_keys as run_keys
 from tuneable_gan.constants import METRICS, SEED_KEY
 from tuneable_gan.errors import ConfigError
 from tuneable_gan.tune.space_pbt import PBT_SCHEDULERS, parse_pbt
+from tuneable_gan.tune.space_tracking import TrackerSpec, parse_callbacks
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "seeds")
 SAMPLED = ("choice", "uniform", "loguniform", "randint")
 TOP_KEYS = ("name", "description", "base", "space", "cells", "tune")
 CELL_KEYS = ("when", "set", "source")
 TUNE_KEYS = ("metric", "mode", "search", "num_samples", "scheduler", "resources",
-             "max_concurrent", "max_failures", "num_to_keep", "storage", "seed")
+             "max_concurrent", "max_failures", "num_to_keep", "storage", "seed", "callbacks")
 ASHA_KEYS = ("grace_period", "reduction_factor", "max_t")
 # The rung schedulers (same settings): seed_asha judges a configuration by its seeds' mean.
 ASHA_SCHEDULERS = ("asha", "seed_asha")
@@ -69,6 +70,7 @@ class TuneSpec:
     num_to_keep: int = 2
     storage: str = "./results"
     seed: int = 0
+    callbacks: tuple[TrackerSpec, ...] = ()  # experiment trackers (``space_tracking``)
 
 
 
@@ -120,6 +122,7 @@ def parse_tune(raw: Any, base: Config | None, problems: list[str]) -> TuneSpec:
     out["seed"] = _int(raw, "seed", 0, 0, problems)
     out["scheduler"] = _parse_scheduler(raw.get("scheduler", "fifo"), problems)
     out["resources"] = _parse_resources(raw.get("resources", {}), problems)
+    out["callbacks"] = parse_callbacks(raw.get("callbacks"), problems)
     storage = raw.get("storage", d.storage)
     if not isinstance(storage, str) or not storage.strip():
         problems.append(f"tune.storage must be a path or URI, got {fmt(storage)}")
