@@ -48,7 +48,8 @@ def test_unknown_key_suggests_the_closest():
     ("optim.batch_size", 2.5, "optim.batch_size must be an integer, got 2.5"),
     ("data.name", "mnist", "data.name must be one of digits, toy2pt, faces100, cifar10, "
                            "cifar100, folder; got 'mnist'"),
-    ("model.arch", "resnet", "model.arch must be one of dcgan, toy, sngan, biggan; got 'resnet'"),
+    ("model.arch", "resnet", "model.arch must be one of dcgan, toy, sngan, biggan, "
+                           "stylegan2; got 'resnet'"),
     ("regularizer.pairing", "x", "regularizer.pairing must be one of random, same_class, "
                                  "magnitude; got 'x'"),
     ("data.flip", "yes", "data.flip must be true or false, got 'yes'"),

@@ -59,10 +59,26 @@ class DataConfig:
 class ModelConfig:
     """Generator and discriminator architecture."""
 
-    arch: str = _choice("dcgan", "toy", "sngan", "biggan")
+    arch: str = _choice("dcgan", "toy", "sngan", "biggan", "stylegan2")
     z_dim: int = _num(64, 1)
-    g_ch: int = _num(32, 1)
-    d_ch: int = _num(32, 1)
+    g_ch: int = _num(32, 1, doc="G width (stylegan2 ignores it: model.fmaps sets its widths)")
+    d_ch: int = _num(32, 1, doc="D width (stylegan2 ignores it: model.fmaps sets its widths)")
+    # stylegan2 only (the other arches ignore these); defaults are the reference's
+    # (stylegan2-ada-pytorch train.py and training/networks.py).
+    fmaps: float = _num(1.0, 0.0, lo_open=True, doc="stylegan2: width multiplier, channels at "
+                        "resolution r = min(int(fmaps * 32768) // r, channel_max)")
+    channel_max: int = _num(512, 1, doc="stylegan2: the most channels of any layer")
+    mapping_layers: int = _num(8, 1, doc="stylegan2: FC layers of G's mapping network")
+    w_dim: int = _num(512, 1, doc="stylegan2: size of the intermediate latent w")
+    mbstd_group: int = _num(4, 1, doc="stylegan2: D's minibatch-stddev group size (a D batch "
+                            "must be a multiple of it, or smaller)")
+    mbstd_channels: int = _num(1, 0, doc="stylegan2: minibatch-stddev features; 0: no layer")
+    style_mixing: float = _num(0.9, 0.0, 1.0, doc="stylegan2: probability of mixing two "
+                               "latents' styles in a training G forward")
+    truncation_psi: float = _num(1.0, doc="stylegan2: truncation of eval-mode samples toward "
+                                 "w_avg; 1: none")
+    d_architecture: str = _choice("resnet", "orig", doc="stylegan2: D blocks with (resnet) or "
+                                  "without (orig, the reference's cifar setting) the 1x1 skip")
     # None: the arch's paper setting (biggan conditional on labelled data, the others not).
     conditional: Optional[bool] = None
     # A checkpoint directory of this system (a run's checkpoint_<step>/): G, D and G_ema start

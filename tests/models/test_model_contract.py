@@ -10,7 +10,13 @@ where the arch accepts labels.
 Spectral norm does one power iteration per training-mode forward, which changes the effective
 weights from one call to the next, and G's BatchNorm updates its running statistics. So every
 train-mode comparison here restores the module's full state (parameters and buffers: SN's ``_u``
-and ``_v``, BN running stats) before each call; eval-mode comparisons need no restore.
+and ``_v``, BN running stats) before each call; eval-mode comparisons need no restore. A G may
+draw noise from the global RNG (stylegan2's noise inputs), so G calls that are compared start
+from the same global RNG state too.
+
+D may mix samples within groups of ``D.sample_group`` consecutive samples (stylegan2's
+minibatch stddev); the independence checks then run on a batch of two groups or more and check
+independence across groups.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from tuneable_gan.models import MODELS, DataSpec, Discriminator, Generator, buil
 
 N = 4  # batch size
 NUM_CLASSES = 5
-SIZES = {"z_dim": 8, "g_ch": 4, "d_ch": 4}  # small widths (arches may ignore them, e.g. toy)
+# Small widths (arches may ignore them, e.g. toy); fmaps and w_dim are stylegan2's.
+SIZES = {"z_dim": 8, "g_ch": 4, "d_ch": 4, "fmaps": 2 ** -8, "w_dim": 8}
 # Probed in this order; the first image resolution an arch accepts is the one tested.
 CANDIDATE_SHAPES: tuple[tuple[int, ...], ...] = (
     (1,), *((c, r, r) for r in (8, 16, 32, 64) for c in (1, 3)))
@@ -125,14 +132,31 @@ def real_like(case: Case, seed: int = 2, n: int = N) -> Tensor:
 
 
 def replay(module: nn.Module) -> Callable[..., Any]:
-    """``call(fn, *args)`` runs ``fn`` on ``module`` from the same full state every time."""
+    """``call(fn, *args)`` runs ``fn`` on ``module`` from the same full state (and global RNG
+    state) every time."""
     state = copy.deepcopy(module.state_dict())
+    rng = torch.get_rng_state()
 
     def call(fn: Callable[..., Any], *args: Any) -> Any:
         module.load_state_dict(state)
+        torch.set_rng_state(rng)
         return fn(*args)
 
     return call
+
+
+def seeded(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` from a fixed global RNG state (a G's noise draws, if it has any)."""
+    torch.manual_seed(1234)
+    return fn(*args)
+
+
+def groups(d: Discriminator) -> tuple[int, list[list[int]]]:
+    """(batch size, the sample groups D may mix within): N singletons for a D that mixes
+    nothing, else at least two whole groups of ``d.sample_group``."""
+    g = d.sample_group
+    n = N if g == 1 else max(2, -(-N // g)) * g
+    return n, [list(range(k, k + g)) for k in range(0, n, g)]
 
 
 def exact(a: Tensor, b: Tensor) -> None:
@@ -173,7 +197,7 @@ def test_attributes_and_output_shapes(case: Case, mode: str) -> None:
     x = g(z, y)
     assert x.shape == (N, *case.shape) and x.dtype == torch.float32
     assert torch.isfinite(x).all()
-    if len(case.shape) == 3:  # image data lives in [-1, 1]; G must be able to match it
+    if len(case.shape) == 3 and g.bounded:  # image data lives in [-1, 1]; G can match it
         assert x.min() >= -1 and x.max() <= 1
     for inp in (x, real_like(case)):
         h = d.trunk(inp)
@@ -210,7 +234,7 @@ def test_conditional_models_need_labels_unconditional_ignore_them(case: Case) ->
             with pytest.raises(ValueError, match="labels"):
                 d(x)
         else:
-            exact(g(z, y), g(z))
+            exact(seeded(g, z, y), seeded(g, z))
             exact(d(x, y), d(x))
 
 
@@ -224,8 +248,8 @@ def test_forward_equals_splits_in_eval(case: Case) -> None:
     y = labels(case)
     with torch.no_grad():
         z = latents(g)
-        x = g(z, y)
-        exact(x, g.rest(g.stem(z, y), y))
+        x = seeded(g, z, y)
+        exact(x, seeded(lambda: g.rest(g.stem(z, y), y)))
         for inp in (x, real_like(case)):
             exact(d(inp, y), d.head(d.trunk(inp), y))
 
@@ -247,7 +271,7 @@ def test_forward_equals_splits_in_train_mode_from_the_same_state(case: Case) -> 
         assert not torch.equal(d(x, y), call_d(d, x, y))
 
 
-# -- D never mixes samples (DigGAN's per-sample gradients rely on it) ----------------------------
+# -- D never mixes samples across its sample groups (DigGAN's per-sample gradients rely on it) ---
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -255,36 +279,39 @@ def test_d_logit_does_not_depend_on_other_samples(case: Case, mode: str) -> None
     _, d = make(case)
     d.train(mode == "train")
     call = replay(d)
-    y = labels(case)
-    x = real_like(case, 5)
-    other = real_like(case, 6)
+    n, parts = groups(d)
+    y = labels(case, n)
+    x = real_like(case, 5, n)
+    other = real_like(case, 6, n)
     with torch.no_grad():
         base = call(d, x, y)
-        for i in range(N):
+        for grp in parts:
             x2 = other.clone()
-            x2[i] = x[i]
+            x2[grp] = x[grp]
             out = call(d, x2, y)
-            assert out[i] == base[i], f"logit {i} changed when the other samples changed"
-            rest = [j for j in range(N) if j != i]
+            exact(out[grp], base[grp])  # grp's logits ignore the other groups' samples
+            rest = [j for j in range(n) if j not in grp]
             assert not torch.equal(out[rest], base[rest])  # the other samples did change
-            yi = None if y is None else y[i:i + 1]
-            assert_close(call(d, x[i:i + 1], yi), base[i:i + 1])
+            yg = None if y is None else y[grp]
+            assert_close(call(d, x[grp], yg), base[grp])
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_d_input_gradient_is_each_samples_own(case: Case, mode: str) -> None:
+    """Each sample's own gradient, or with sample groups, its group's own."""
     _, d = make(case)
     d.train(mode == "train")
     call = replay(d)
-    y = labels(case)
-    x = real_like(case, 7).requires_grad_(True)
+    n, parts = groups(d)
+    y = labels(case, n)
+    x = real_like(case, 7, n).requires_grad_(True)
     (batch_grad,) = torch.autograd.grad(call(d, x, y).sum(), x)
-    for i in range(N):
-        xi = x[i:i + 1].detach().requires_grad_(True)
-        yi = None if y is None else y[i:i + 1]
-        (gi,) = torch.autograd.grad(call(d, xi, yi).sum(), xi)
-        assert gi.abs().sum() > 0
-        assert_close(batch_grad[i:i + 1], gi)
+    for grp in parts:
+        xg = x[grp].detach().requires_grad_(True)
+        yg = None if y is None else y[grp]
+        (gg,) = torch.autograd.grad(call(d, xg, yg).sum(), xg)
+        assert gg.abs().sum() > 0
+        assert_close(batch_grad[grp], gg)
 
 
 # -- latents --------------------------------------------------------------------------------------
@@ -335,17 +362,17 @@ def test_state_dict_round_trip_gives_identical_outputs(case: Case) -> None:
     g2.eval()
     d2.eval()
     with torch.no_grad():
-        assert not torch.equal(g2(z, y), g(z, y))  # a fresh pair really is different
+        assert not torch.equal(seeded(g2, z, y), seeded(g, z, y))  # a fresh pair is different
         assert not torch.equal(d2(x, y), d(x, y))
     g2.load_state_dict(copy.deepcopy(g.state_dict()))
     d2.load_state_dict(copy.deepcopy(d.state_dict()))
     with torch.no_grad():
-        exact(g2(z, y), g(z, y))
+        exact(seeded(g2, z, y), seeded(g, z, y))
         exact(d2(x, y), d(x, y))
     # Train mode too: SN's power iteration must continue from the saved vectors.
     for net in (g, d, g2, d2):
         net.train()
     with torch.no_grad():
         for _ in range(2):
-            exact(g2(z, y), g(z, y))
+            exact(seeded(g2, z, y), seeded(g, z, y))
             exact(d2(x, y), d(x, y))

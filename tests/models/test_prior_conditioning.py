@@ -253,4 +253,6 @@ def test_models_without_a_prior_unchanged(arch: str, conditional: bool) -> None:
     for m, before in zip((g, d), BEFORE[(arch, conditional)]):
         got = _fingerprint(m)
         assert got[:3] == before[:3]
-        assert_close(got[3], before[3], rtol=1e-12, atol=0)
+        # 1e-6: torch's normal_ kernels round the last bits differently on other CPU classes
+        # (seen: 3e-9 relative); a different draw or order moves the sum by far more.
+        assert_close(got[3], before[3], rtol=1e-6, atol=0)

@@ -14,7 +14,13 @@ from torch import nn
 
 from tuneable_gan.config import PAPER_CONDITIONAL_ARCHES, ModelConfig
 from tuneable_gan.errors import ConfigError
-from tuneable_gan.models import biggan, dcgan, sngan, toy  # noqa: F401  (imported so they register)
+from tuneable_gan.models import (  # noqa: F401  (imported so they register)
+    biggan,
+    dcgan,
+    sngan,
+    stylegan2,
+    toy,
+)
 from tuneable_gan.models.base import MODELS, DataSpec, Discriminator, Generator
 
 __all__ = ["MODELS", "PRIOR_ARCHES", "DataSpec", "Discriminator", "Generator", "build_models",
@@ -29,7 +35,7 @@ REFERENCE_SETTINGS: dict[str, dict[str, str]] = {
 GENERIC_SETTINGS: dict[str, str] = {"eval.g_mode": "eval", "augment.advaug_form": "sngan"}
 
 # The arches whose builders condition on ``spec.prior_dim`` (the toy models take no prior).
-PRIOR_ARCHES: tuple[str, ...] = ("dcgan", "sngan", "biggan")
+PRIOR_ARCHES: tuple[str, ...] = ("dcgan", "sngan", "biggan", "stylegan2")
 
 
 def reference_setting(arch: str, key: str) -> str:

@@ -60,6 +60,12 @@ class Generator(nn.Module):
     conditional: bool
     num_classes: int
     prior_dim: int = 0  # the size of the instance prior ``y``; 0: labels or nothing
+    # True: image samples lie in the data range [-1, 1] by construction (a tanh); False: not
+    # bounded (stylegan2's linear output, as its reference; evaluation and saving clamp).
+    bounded: bool = True
+    # Where a G with noise inputs (stylegan2) draws its random noise; the trainer gives G the
+    # run's stream and G_ema a stream of its own, reseeded for every evaluation.
+    noise_generator: torch.Generator | None = None
 
     def sample_z(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
         """Draw ``n`` latents using only ``generator``; returned on ``device``."""
@@ -73,6 +79,12 @@ class Generator(nn.Module):
         """Everything of G after the stem: ``u`` -> samples of shape (n, *spec.shape)."""
         raise NotImplementedError
 
+    def train_stem(self, z: Tensor, y: Tensor | None, generator: torch.Generator) -> Tensor:
+        """The stem of a training forward (``rest(train_stem(z, y, g), y)``): ``stem(z, y)``,
+        unless the arch regularises its training latents (stylegan2's style mixing, drawn from
+        ``generator``)."""
+        return self.stem(z, y)
+
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Samples of shape (n, *spec.shape) from latents ``z`` (and labels/prior ``y``)."""
         return self.rest(self.stem(z, y), y)
@@ -81,14 +93,19 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """Base discriminator: ``forward(x, y) == head(trunk(x), y)`` by construction.
 
-    The output is the raw logit, shape (n,). Subclasses must not mix samples (no BatchNorm), so
-    the gradient of ``D(x).sum()`` w.r.t. ``x`` is each sample's own gradient. ``trunk`` and
+    The output is the raw logit, shape (n,). Subclasses must not mix samples (no BatchNorm)
+    beyond groups of ``sample_group`` consecutive samples, so with ``sample_group == 1`` the
+    gradient of ``D(x).sum()`` w.r.t. ``x`` is each sample's own gradient. ``trunk`` and
     ``head`` return fp32 whatever autocast computed inside (``tuneable_gan.precision``).
     """
 
     conditional: bool
     num_classes: int
     prior_dim: int = 0  # the size of the instance prior ``y``; 0: labels or nothing
+    # The number of consecutive samples (0..g-1, g..2g-1, ...) a logit may depend on: 1 = none
+    # mixed; stylegan2's minibatch-stddev group size otherwise (its batches must then be a
+    # multiple of it, or smaller, a single group).
+    sample_group: int = 1
 
     def trunk(self, x: Tensor) -> Tensor:
         """Pooled penultimate features ``h`` of shape (n, F) (AdvAug's D-side feature)."""
