@@ -223,6 +223,20 @@ def optimizer_problem(name: str, optimizer: torch.optim.Optimizer, found: Any) -
     return None
 
 
+def trainer_state_problem(mine: dict[str, Any], state: Any, opt_g: torch.optim.Optimizer,
+                          opt_d: torch.optim.Optimizer) -> str | None:
+    """The first problem of a trainer state ``state`` for the trainer whose own state is
+    ``mine`` (``GANTrainer.state_dict``): a missing key or a tensor of another shape."""
+    if not isinstance(state, Mapping):
+        return f"expected a mapping, found {type(state).__name__}"
+    # The phase's keys vary with its stage (lottery: init weights only in stage I), so only
+    # its tensors' shapes are checked; optimizers hold per-parameter entries.
+    return (state_problem({**mine, "phase": {}}, state)
+            or state_problem(mine["phase"], state["phase"], "phase", strict=False)
+            or optimizer_problem("opt_g", opt_g, state["opt_g"])
+            or optimizer_problem("opt_d", opt_d, state["opt_d"]))
+
+
 class CheckpointStore:
     """A run directory's checkpoints: ``checkpoints/step_XXXXXXX`` plus ``best``.
 

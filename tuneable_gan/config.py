@@ -88,9 +88,17 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Adversarial loss."""
+    """Adversarial loss, and StyleGAN2's lazy regularisation (``tuneable_gan.lazy``): R1 and
+    path-length penalties in updates of their own every ``*_interval`` G iterations."""
 
     name: str = _choice("hinge", "ns")
+    r1_gamma: float = _num(0.0, 0.0, doc="lazy R1 gamma (0: off); apart from regularizer.*")
+    r1_interval: int = _num(16, 1, doc="lazy R1 every this many G iterations, penalty x it")
+    pl_weight: float = _num(0.0, 0.0, doc="path-length regularisation weight (0: off; "
+                            "model.arch=stylegan2)")
+    pl_interval: int = _num(4, 1, doc="path-length update every this many G iterations")
+    pl_decay: float = _num(0.01, 0.0, 1.0, lo_open=True, doc="path-length running-mean rate")
+    pl_batch_shrink: int = _num(2, 1, doc="path-length batch = optim.batch_size // this")
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,11 @@ class OptimConfig:
     d_steps: int = _num(1, 1)
     g_ema: float = _num(0.999, 0.0, 1.0, hi_open=True, doc="decay; 0 means G_ema = G")
     g_ema_start: int = _num(0, 0)
+    # StyleGAN2's EMA: a half-life in thousands of real images; replaces g_ema / g_ema_start.
+    g_ema_kimg: Optional[float] = _num(None, 0.0, lo_open=True, doc="G EMA half-life in kimg "
+                                       "(StyleGAN2); null: the fixed decay g_ema")
+    g_ema_rampup: Optional[float] = _num(None, 0.0, lo_open=True, doc="half-life at most this "
+                                         "times the images seen (StyleGAN2 ramp-up); null: none")
     # true: the EMA covers G's whole state (BigGAN reference); false: parameters only, buffers
     # copied from G (the SNGAN reference).
     g_ema_buffers: bool = True
@@ -143,6 +156,14 @@ class AugmentConfig:
     # null: the arch's reference (biggan for model.arch=biggan, else sngan).
     advaug_form: Optional[str] = field(default=None, metadata={
         "choices": ("sngan", "biggan"), "doc": "which reference's AdvAug"})
+    # ADA (stylegan2-ada-pytorch): an alternative to diffaugment, its p tuned from D's outputs.
+    ada: str = _choice("", "bgc", "bg", "blit", "geom", "color", "b", "g", "c",
+                       doc="ADA pipeline (tuneable_gan.ada_ops.PIPES); '': off")
+    ada_target: Optional[float] = _num(0.6, 0.0, 1.0, lo_open=True, hi_open=True,
+                                       doc="target E[sign(D(real))]; null: p stays ada_p")
+    ada_p: float = _num(0.0, 0.0, 1.0, doc="ADA's initial (or, with ada_target null, fixed) p")
+    ada_interval: int = _num(4, 1, doc="adjust p every this many D steps")
+    ada_kimg: float = _num(500.0, 0.0, lo_open=True, doc="p can go 0 -> 1 in this many kimg")
 
 
 # The prior networks: each pretrained one and its control, ``random_<name>`` (the same
@@ -384,6 +405,20 @@ def _cross_checks(cfg: Config) -> list[str]:
                         f"(got model.arch={cfg.model.arch}, data.name={cfg.data.name})")
     if cfg.data.name == "toy2pt" and ops:
         problems.append("augment.diffaugment works on images; data.name=toy2pt is 1-D, use ''")
+    if cfg.augment.ada and ops:
+        problems.append("augment.ada and augment.diffaugment are alternatives (a sweep compares "
+                        "them); set one of them to ''")
+    if cfg.augment.ada and cfg.data.name == "toy2pt":
+        problems.append("augment.ada works on images; data.name=toy2pt is 1-D, use ''")
+    group = min(cfg.model.mbstd_group, cfg.optim.batch_size)
+    if cfg.model.arch == "stylegan2" and cfg.model.mbstd_channels > 0 and any(
+            b % group for b in (cfg.optim.batch_size, cfg.optim.g_batch_size or 0)):
+        problems.append(f"optim.batch_size and optim.g_batch_size must be multiples of "
+                        f"model.mbstd_group ({cfg.model.mbstd_group}) for model.arch=stylegan2 "
+                        "(D's minibatch-stddev groups; or set the group to 1)")
+    if cfg.loss.pl_weight > 0 and cfg.model.arch != "stylegan2":
+        problems.append("loss.pl_weight > 0 (path-length regularisation) needs "
+                        f"model.arch=stylegan2 (its w latents); got {cfg.model.arch}")
     if cfg.prior.network != "none" and cfg.model.arch == "toy":
         problems.append("prior.network conditions image GANs; model.arch=toy has no conditioning, "
                         "use prior.network=none")

@@ -45,16 +45,19 @@ LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {
 }
 
 
-def apply_hyperparameters(opts: Iterable[tuple[torch.optim.Optimizer, float]], o: OptimConfig,
-                          factor: float) -> None:
-    """Each optimizer's base learning rate times ``factor``, and ``o``'s betas and momentum,
-    into its parameter groups. Called every G iteration and after loading an optimizer state,
-    which carries the values of the run that saved it: a PBT clone given new values must
-    train with them (Ray issue 62173 is this bug)."""
-    for opt, base in opts:
+def apply_hyperparameters(opts: Iterable[tuple[torch.optim.Optimizer, float, float]],
+                          o: OptimConfig, factor: float) -> None:
+    """For each (optimizer, base learning rate, lazy ratio ``r``): the base lr times ``factor``
+    and ``r``, ``o``'s betas to the power ``r`` (StyleGAN2's lazy-regularisation rescaling,
+    ``tuneable_gan.lazy``; ``r = 1``: none) and ``o``'s momentum, into its parameter groups.
+    Called every G iteration and after loading an optimizer state, which carries the values of
+    the run that saved it: a PBT clone given new values must train with them (Ray issue 62173
+    is this bug)."""
+    for opt, base, ratio in opts:
         for group in opt.param_groups:
-            group["lr"] = base * factor
+            group["lr"] = base * factor * ratio if ratio != 1.0 else base * factor
             if "betas" in group:
-                group["betas"] = tuple(o.betas)
+                group["betas"] = (tuple(o.betas) if ratio == 1.0
+                                  else tuple(b ** ratio for b in o.betas))
             if "momentum" in group:
                 group["momentum"] = o.momentum

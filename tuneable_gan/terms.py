@@ -134,6 +134,10 @@ class Term:
     def observe(self, batch: DBatch, stats: StepStats) -> None:
         """Called on every D step, before any term's loss (running statistics)."""
 
+    def observe_real(self, real_logits: Tensor) -> None:
+        """Called with D's logits on the reals of a lazy update (``tuneable_gan.lazy``): ADA
+        counts their signs as the reference does."""
+
     def loss(self, batch: Any, stats: StepStats) -> Tensor | None:
         """The term's contribution (weighted), or None for a probe."""
         raise NotImplementedError

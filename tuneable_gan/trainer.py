@@ -1,7 +1,8 @@
 """GANTrainer: a plain Python object that trains one GAN run; knows nothing about Ray.
 
-One G iteration (``train_step``) = ``optim.d_steps`` D updates, then one G update, then the G EMA
-update (docs/methods.md section 7). Each update runs the terms of ``tuneable_gan.terms`` that its
+One G iteration (``train_step``) = ``optim.d_steps`` D updates, D's lazy update when one falls
+due, one G update, G's lazy update when due, then the G EMA update (docs/methods.md section 7;
+lazy updates: StyleGAN2's R1 and path length, ``tuneable_gan.lazy``). Each update runs the terms of ``tuneable_gan.terms`` that its
 schedules select (adversarial loss, regularizer, AdvAug, the gradient-gap probe); the step
 functions compute what the selected terms asked for and nothing else, and hold no
 method-specific branch. Where the run is in its schedule (dense, or the lottery-ticket rounds and
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -24,14 +24,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from tuneable_gan import trainer_state
+from tuneable_gan.ada import ada_terms
 from tuneable_gan.advaug import advaug_terms
 from tuneable_gan.augment import diff_augment, parse_policy
 from tuneable_gan.checkpoint import load_init_weights
 from tuneable_gan.conditioning import build_conditioning, data_spec, instance_priors
 from tuneable_gan.config import Config
 from tuneable_gan.data import RealData, Sampler, load_data
-from tuneable_gan.ema import update_ema
+from tuneable_gan.ema import ema_decay, update_ema
 from tuneable_gan.errors import Diverged
+from tuneable_gan.lazy import LazyBatch, LazyUpdate, lazy_ratio, lazy_step, lazy_updates
 from tuneable_gan.losses import LOSSES
 from tuneable_gan.lottery import LotteryPhase
 from tuneable_gan.metrics import Evaluator
@@ -106,6 +109,10 @@ class GANTrainer:
         self.policy = parse_policy(cfg.augment.diffaugment)
         self.images = images_to(self.data.images, self.device)
         self.gen = torch.Generator(self.device).manual_seed(cfg.train.seed)
+        # Noise inputs (stylegan2) draw from the run's stream in training and from a stream of
+        # their own, reseeded with the latents' seed, in evaluation: same weights, same numbers.
+        self.G.noise_generator = self.gen
+        self.G_ema.noise_generator = torch.Generator(self.device)
         self.stats = StepStats()
         # Which G iterations are read (``train_step``): all of them (a sink that averages every
         # step's values, as ``TuneSink`` does), or only those that end at a log or eval step.
@@ -124,8 +131,14 @@ class GANTrainer:
         adv_d, adv_g = advaug_terms(cfg.augment)
         # Order is evaluation order: the plain loss before AdvAug (their RNG draws), the
         # regularizer after both (DigGAN/LeCam read the clean logits), the probe anywhere.
-        self.d_terms: list[Term] = [DAdversarial(), *adv_d, GradientGapProbe(), self.reg]
+        # ADA observes the logits of every D step (its p follows them) and is T itself.
+        self.ada = ada_terms(cfg.augment, cfg.optim.batch_size, self.device)
+        self.d_terms: list[Term] = [DAdversarial(), *adv_d, GradientGapProbe(), self.reg,
+                                    *self.ada]
         self.g_terms: list[Term] = [GAdversarial(), *adv_g]
+        # StyleGAN2's lazy R1 and path-length penalties: updates of their own (tuneable_gan.lazy).
+        self.lazy_d, self.lazy_g = lazy_updates(cfg.loss)
+        self._last_reals: tuple[Tensor, Tensor | None] | None = None
         self.sampler = Sampler(len(self.data), cfg.optim.batch_size, cfg.train.seed)
         self.images_seen = 0
         self.best: dict[str, Any] = {}
@@ -160,7 +173,10 @@ class GANTrainer:
         return x, self.cond.real(idx, flip)
 
     def augment(self, x: Tensor) -> Tensor:
-        """DiffAugment T with the trainer's generator (identity when the policy is empty)."""
+        """T with the trainer's generator: ADA at its current p (``augment.ada``), else
+        DiffAugment (the identity when the policy is empty); the config allows one of them."""
+        if self.ada:
+            return self.ada[0].augment(x, self.gen)
         return diff_augment(x, self.policy, self.gen) if self.policy else x
 
     # -- one iteration --------------------------------------------------------------------------
@@ -185,6 +201,25 @@ class GANTrainer:
         if reg_loss is not None:  # the penalty of the D steps that carry it, not diluted
             self.stats.report("reg_loss", reg_loss)
 
+    def _observe_real(self, logits: Tensor) -> None:
+        for t in self.d_terms:
+            t.observe_real(logits)
+
+    def _lazy_update(self, updates: list[LazyUpdate], net: nn.Module,
+                     opt: torch.optim.Optimizer) -> None:
+        """The lazy updates of ``net`` that fire this iteration, as one update of their own
+        (``tuneable_gan.lazy``); G's goes through the phase's masks as its main update does."""
+        active = [u for u in updates if u.fires(self.phase.step, 0, self.phase.stage)]
+        if not active:
+            return
+        assert self._last_reals is not None, "a lazy update runs after the D steps"
+        batch = LazyBatch(G=self.G, D=self.D, augment=self.augment, generator=self.gen,
+                          reals=self._last_reals[0], real_labels=self._last_reals[1],
+                          fake_labels=self._fake_labels, batch_size=self.cfg.optim.batch_size,
+                          step=self.phase.step, observe_real=self._observe_real)
+        masks = self.phase if net is self.G else None
+        lazy_step(active, batch, opt, self.autocast, self.stats, masks)
+
     def _d_losses(self, d_step: int) -> tuple[Tensor, Tensor | None]:
         """(adversarial D loss, summed penalty or None) of one D step, with their graph."""
         B = self.cfg.optim.batch_size
@@ -195,7 +230,8 @@ class GANTrainer:
             y_f = t.fake_labels(y_r, y_f)
         z = self.G.sample_z(B, self.gen, self.device)
         with torch.no_grad():
-            x_f = self.G(z, y_f)
+            x_f = self.G.rest(self.G.train_stem(z, y_f, self.gen), y_f)
+        self._last_reals = (x_r, y_r)
         graph = any(t.needs_grad_norms for t in active)
         want_norms = graph or any(t.reads_grad_norms for t in active)
         raw = None
@@ -239,8 +275,8 @@ class GANTrainer:
         self.D.requires_grad_(False)  # D's parameter grads are not needed for G's update
         try:
             with self.autocast():
-                u = self.G.stem(z, y_f) if any(t.needs_features for t in active) else None
-                x_f = self.G.rest(u, y_f) if u is not None else self.G(z, y_f)
+                u = self.G.train_stem(z, y_f, self.gen)
+                x_f = self.G.rest(u, y_f)
                 batch = GBatch(z=z, labels=y_f, stem=u, fake=x_f, G=self.G, D=self.D,
                                augment=self.augment, loss=self.loss, step=self.phase.step)
                 g_loss = adversarial_sum([t for t in active if t.group == "adversarial"],
@@ -254,8 +290,10 @@ class GANTrainer:
         self.phase.constrain_grads(self.G)
         self.opt_g.step()
         self.phase.constrain_weights(self.G)
+        self._lazy_update(self.lazy_g, self.G, self.opt_g)
         o = self.cfg.optim
-        update_ema(self.G_ema, self.G, o.g_ema if self.phase.step >= o.g_ema_start else 0.0,
+        nimg = self.images_seen - o.d_steps * o.batch_size  # shown before this iteration
+        update_ema(self.G_ema, self.G, ema_decay(o, self.phase.step, nimg),
                    buffers=o.g_ema_buffers)
         self.phase.constrain_weights(self.G_ema)
         self.stats.report("g_loss", g_loss)
@@ -279,6 +317,7 @@ class GANTrainer:
             with self.speed():
                 for k in range(self.cfg.optim.d_steps):
                     self.d_step(k)
+                self._lazy_update(self.lazy_d, self.D, self.opt_d)
                 self.g_step()
         except BaseException:
             self.stats.clear()
@@ -342,6 +381,7 @@ class GANTrainer:
         phase (lottery stage I) the metrics are named ``ticket_<metric>`` and the best is not
         touched: nothing named ``fid`` ever describes a network other than the ticket.
         """
+        self.G_ema.noise_generator.manual_seed(self.cfg.eval.seed)
         m = dict(self.evaluator(self.G_ema))
         prefix = self.phase.metric_prefix
         if prefix:
@@ -361,6 +401,8 @@ class GANTrainer:
         evaluation generates (``eval.g_mode``, exact spectral norm; the nets' state untouched)."""
         G = self.G_ema if ema else self.G
         gen = torch.Generator(self.device).manual_seed(seed)
+        if ema:
+            G.noise_generator.manual_seed(seed)
         z = G.sample_z(n, gen, self.device)
         # Its own CPU stream: a prior grid's draws are the same on any device.
         y = self.cond.grid(n, torch.Generator().manual_seed(seed))
@@ -368,34 +410,21 @@ class GANTrainer:
 
     def _apply_optim_config(self) -> None:
         o = self.cfg.optim
-        apply_hyperparameters([(self.opt_g, o.g_lr), (self.opt_d, o.d_lr)], o,
+        apply_hyperparameters([(self.opt_g, o.g_lr, lazy_ratio(self.lazy_g)),
+                               (self.opt_d, o.d_lr, lazy_ratio(self.lazy_d))], o,
                               LR_SCHEDULES[o.lr_schedule](self.phase.step, self.phase.length))
 
     def fold_rng(self, salt: int) -> None:
         """Re-seed the training streams from their state and ``salt`` (< 2**63): a PBT clone
         continues its donor's run on streams of its own instead of replaying the donor's."""
-        digest = hashlib.sha256(self.gen.get_state().numpy().tobytes()
-                                + torch.get_rng_state().numpy().tobytes()
-                                + salt.to_bytes(8, "little")).digest()
-        self.gen.manual_seed(int.from_bytes(digest[:8], "little"))
-        torch.manual_seed(int.from_bytes(digest[8:16], "little"))
+        trainer_state.fold_rng(self.gen, salt)
+
+    def _all_terms(self) -> list[Term]:
+        return [*self.d_terms, *self.g_terms, *self.lazy_d, *self.lazy_g]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything an identical continuation needs (tensors and plain containers only)."""
-        return {
-            "step": self.step,
-            "images_seen": self.images_seen,
-            "G": self.G.state_dict(),
-            "D": self.D.state_dict(),
-            "G_ema": self.G_ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "terms": {t.name: t.state_dict() for t in [*self.d_terms, *self.g_terms]},
-            "sampler": self.sampler.state_dict(),
-            "rng": {"train": self.gen.get_state(), "torch": torch.get_rng_state()},
-            "best": dict(self.best),
-            "phase": self.phase.state_dict(),
-        }
+        return trainer_state.state_of(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()`` (from this or a bitwise-identical config).
@@ -403,30 +432,6 @@ class GANTrainer:
         The state is checked against this run's own first, so a checkpoint with a missing key
         or a tensor of another shape is one ``CheckpointError`` naming the first bad key (its
         expected and found shape) and leaves the trainer untouched."""
-        from tuneable_gan.checkpoint import optimizer_problem, state_problem
-        from tuneable_gan.errors import CheckpointError
-
-        mine = self.state_dict()
-        # The phase's keys vary with its stage (lottery: init weights only in stage I), so
-        # only its tensors' shapes are checked; optimizers hold per-parameter entries.
-        problem = (state_problem({**mine, "phase": {}}, state)
-                   or state_problem(mine["phase"], state["phase"], "phase", strict=False)
-                   or optimizer_problem("opt_g", self.opt_g, state["opt_g"])
-                   or optimizer_problem("opt_d", self.opt_d, state["opt_d"]))
-        if problem:
-            raise CheckpointError(f"state does not fit this run: {problem}")
-        self.phase.load_state_dict(state["phase"])
-        self.images_seen = int(state["images_seen"])
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.G_ema.load_state_dict(state["G_ema"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        trainer_state.load_into(self, state)
         self._apply_optim_config()  # hyperparameters come from this run's config
-        for t in [*self.d_terms, *self.g_terms]:
-            t.load_state_dict(state["terms"][t.name])
-        self.sampler.load_state_dict(state["sampler"])
-        self.gen.set_state(state["rng"]["train"].cpu())
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        self.best = dict(state["best"])
         self._sparsity = measured_sparsity(self.G)
