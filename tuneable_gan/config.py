@@ -156,7 +156,8 @@ class AugmentConfig:
     # null: the arch's reference (biggan for model.arch=biggan, else sngan).
     advaug_form: Optional[str] = field(default=None, metadata={
         "choices": ("sngan", "biggan"), "doc": "which reference's AdvAug"})
-    # ADA (stylegan2-ada-pytorch): an alternative to diffaugment, its p tuned from D's outputs.
+    # ADA (stylegan2-ada-pytorch), its p tuned from D's outputs; with diffaugment too, D sees
+    # ADA(DiffAugment(x)), the order of DiffAugment's StyleGAN2 port (its loss.run_D).
     ada: str = _choice("", "bgc", "bg", "blit", "geom", "color", "b", "g", "c",
                        doc="ADA pipeline (tuneable_gan.ada_ops.PIPES); '': off")
     ada_target: Optional[float] = _num(0.6, 0.0, 1.0, lo_open=True, hi_open=True,
@@ -405,9 +406,6 @@ def _cross_checks(cfg: Config) -> list[str]:
                         f"(got model.arch={cfg.model.arch}, data.name={cfg.data.name})")
     if cfg.data.name == "toy2pt" and ops:
         problems.append("augment.diffaugment works on images; data.name=toy2pt is 1-D, use ''")
-    if cfg.augment.ada and ops:
-        problems.append("augment.ada and augment.diffaugment are alternatives (a sweep compares "
-                        "them); set one of them to ''")
     if cfg.augment.ada and cfg.data.name == "toy2pt":
         problems.append("augment.ada works on images; data.name=toy2pt is 1-D, use ''")
     group = min(cfg.model.mbstd_group, cfg.optim.batch_size)

@@ -66,7 +66,75 @@ SNGAN_CIFAR: dict[str, Any] = {
     "eval.g_mode": "eval",              # validate(): gen_net.eval()
 }
 
+# mit-han-lab/data-efficient-gans DiffAugment-stylegan2-pytorch/train.py, cfg 'low_shot' (the
+# 100-shot runs: kimg 300, mb 8, mbstd 4, fmaps 1, lrate 0.002, gamma 10, ema 10, ramp None,
+# map 2) with training/loss.py's defaults (pl_weight 2, style mixing 0.9) and
+# training_loop.py's lazy intervals (G 4, D 16); DiffAugment color,translation,cutout is its
+# default. One process holds the whole batch of 8 (the reference's one-GPU run).
+STYLEGAN2_LOWSHOT: dict[str, Any] = {
+    "model.arch": "stylegan2",
+    "model.z_dim": 512, "model.w_dim": 512,      # G_kwargs z_dim = w_dim = 512
+    "model.fmaps": 1.0, "model.channel_max": 512,  # channel_base = fmaps * 32768, max 512
+    "model.mapping_layers": 2,                   # map=2
+    "model.mbstd_group": 4, "model.mbstd_channels": 1,
+    "model.style_mixing": 0.9,
+    "model.d_architecture": "resnet",
+    "model.conditional": False,
+    "loss.name": "ns",                           # softplus: the non-saturating logistic loss
+    "loss.r1_gamma": 10.0, "loss.r1_interval": 16,
+    "loss.pl_weight": 2.0, "loss.pl_interval": 4, "loss.pl_decay": 0.01,
+    "loss.pl_batch_shrink": 2,
+    "optim.name": "adam",
+    "optim.g_lr": 0.002, "optim.d_lr": 0.002,     # lrate (x 16/17 and 4/5: lazy rescaling)
+    "optim.betas": [0.0, 0.99],
+    "optim.batch_size": 8, "optim.g_batch_size": 8, "optim.d_steps": 1,
+    "optim.g_ema_kimg": 10.0,                    # ema=10, ramp=None
+    "augment.diffaugment": "color,translation,cutout",
+    "train.steps": 37_500,                       # 300 kimg at batch 8
+    "train.eval_every": 5_000, "train.checkpoint_every": 5_000,  # snap 10 ticks of 4 kimg
+    "eval.extractor": "inception",
+    "eval.num_samples": 50_000,                  # fid50k_full: against all training images
+    "eval.reference": "train",
+    "eval.is": False,
+}
+
+# NVlabs/stylegan2-ada-pytorch train.py, cfg 'cifar' (the same in DiffAugment's port): 32 px,
+# kimg 100000, mb 64, mbstd 32, fmaps 1, lrate 0.0025, gamma 0.01, ema 500, ramp 0.05, map 2,
+# with pl_weight 0, style mixing 0 and D architecture 'orig'; --cond=1 for CIFAR-10 and ADA
+# (bgc, target 0.6) as its default augmentation. Not the reference: with pl_weight 0 this
+# system has no G lazy update, so G's Adam is not rescaled (the reference still scales lr by
+# 4/5 and betas to the power 4/5 for G): g_lr is set to 0.0025 * 4/5; betas are shared with D.
+STYLEGAN2_CIFAR: dict[str, Any] = {
+    "data.resolution": 32,
+    "data.flip": False,
+    "model.arch": "stylegan2",
+    "model.z_dim": 512, "model.w_dim": 512,
+    "model.fmaps": 1.0, "model.channel_max": 512,
+    "model.mapping_layers": 2,
+    "model.mbstd_group": 32, "model.mbstd_channels": 1,
+    "model.style_mixing": 0.0,
+    "model.d_architecture": "orig",
+    "loss.name": "ns",
+    "loss.r1_gamma": 0.01, "loss.r1_interval": 16,
+    "loss.pl_weight": 0.0,
+    "optim.name": "adam",
+    "optim.g_lr": 0.002, "optim.d_lr": 0.0025,
+    "optim.betas": [0.0, 0.99],
+    "optim.batch_size": 64, "optim.g_batch_size": 64, "optim.d_steps": 1,
+    "optim.g_ema_kimg": 500.0, "optim.g_ema_rampup": 0.05,
+    "augment.ada": "bgc", "augment.ada_target": 0.6, "augment.ada_interval": 4,
+    "augment.ada_kimg": 500.0,
+    "train.steps": 1_562_500,                    # 100000 kimg at batch 64
+    "train.eval_every": 31_250, "train.checkpoint_every": 31_250,  # 50 ticks of 4 kimg
+    "eval.extractor": "inception",
+    "eval.num_samples": 50_000,                  # fid50k_full
+    "eval.reference": "train",
+    "eval.is": False,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "biggan_cifar": BIGGAN_CIFAR,
     "sngan_cifar": SNGAN_CIFAR,
+    "stylegan2_lowshot": STYLEGAN2_LOWSHOT,
+    "stylegan2_cifar": STYLEGAN2_CIFAR,
 }

@@ -173,11 +173,13 @@ class GANTrainer:
         return x, self.cond.real(idx, flip)
 
     def augment(self, x: Tensor) -> Tensor:
-        """T with the trainer's generator: ADA at its current p (``augment.ada``), else
-        DiffAugment (the identity when the policy is empty); the config allows one of them."""
-        if self.ada:
-            return self.ada[0].augment(x, self.gen)
-        return diff_augment(x, self.policy, self.gen) if self.policy else x
+        """T with the trainer's generator: DiffAugment (``augment.diffaugment``), then ADA at
+        its current p (``augment.ada``), the order of DiffAugment's StyleGAN2 port; the
+        identity when both are off."""
+        x = diff_augment(x, self.policy, self.gen) if self.policy else x
+        for t in self.ada:
+            x = t.augment(x, self.gen)
+        return x
 
     # -- one iteration --------------------------------------------------------------------------
 

@@ -117,3 +117,28 @@ def test_instance_prior_gpu_space_runs_under_smoke(archives, random_inception, r
     for r in results:
         assert r.metrics["step"] == 4 and r.metrics["nn_fake"] >= 0
         assert ("prior=" in r.metrics["eval_protocol"]) is (r.metrics["prior.network"] != "none")
+
+
+# CPU-sized StyleGAN2: narrow widths, 32 px, a batch of one minibatch-stddev group.
+STYLEGAN2_SHRINK = ["model.fmaps=0.0078125", "model.channel_max=16", "model.z_dim=16",
+                    "model.w_dim=16", "data.resolution=32", "optim.batch_size=4",
+                    "optim.g_batch_size=4", "train.steps=4", "eval.num_samples=8",
+                    "eval.batch_size=8", "tune.resources.cpu=1", "tune.resources.gpu=0"]
+
+
+@pytest.mark.slow
+def test_fewshot_stylegan2_space_runs_under_smoke(random_inception, ray_2cpu, tmp_path):
+    spec = load_space(SPACES / "fewshot_stylegan2.yaml")
+    spec = spec.with_overrides([*STYLEGAN2_SHRINK, f"eval.extractor_weights={random_inception}",
+                                f"tune.storage={tmp_path}"]).smoke()
+    results = run_sweep(spec)
+    assert results.num_errors == 0 and len(results) == spec.expected_trials() == 4
+    cells = set()
+    for r in results:
+        m = r.metrics
+        assert m["step"] == 4 and torch.isfinite(torch.tensor(m["fid_best"]))
+        assert m["model.arch"] == "stylegan2" and m["loss.r1_interval"] == 16
+        cells.add((m["augment.diffaugment"], m["augment.ada"], m["regularizer.weight"]))
+        # ADA's p is reported where ADA runs (it may still be 0 after 4 steps)
+        assert ("ada_p" in m) is (m["augment.ada"] == "bgc")
+    assert len(cells) == 4  # --smoke keeps 4 of the 8 cells, each once
