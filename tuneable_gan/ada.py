@@ -209,9 +209,12 @@ class AdaptiveAugment:
 class AdaTerm(Term):
     """ADA in a run (``augment.ada``): the augmentation T of every image D sees (the trainer's
     ``augment``), fed on every D step with the signs of D's logits on the reals (``observe``) and
-    on those of lazy R1's pass (``observe_real``), adjusting p after every ``interval``-th D step;
-    records ``ada_p``. A probe: its loss is nothing, its state (p, the sign accumulators and the
-    D-step count) is checkpointed with the terms, so a resumed run continues p bitwise."""
+    on those of lazy R1's pass (``observe_real``), adjusting p at the end of every
+    ``interval``-th G iteration (``end_iteration``: after all of the iteration's updates, the
+    reference's ``batch_idx % ada_interval``), at the rate of the real images one iteration
+    shows (``batch_size`` x D steps); records ``ada_p``. A probe: its loss is nothing, its state
+    (p, the sign accumulators and the iteration count) is checkpointed with the terms, so a
+    resumed run continues p bitwise."""
 
     name, group = "ada", "probe"
 
@@ -221,7 +224,7 @@ class AdaTerm(Term):
                       kimg=cfg.ada_kimg, p_init=cfg.ada_p).validate("augment.ada"),
             device=device)
         self.batch_size = batch_size
-        self.d_steps = 0  # D steps seen: the reference's batch_idx
+        self.iterations = 0  # the reference's batch_idx
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """T at the current p, drawn from ``generator``."""
@@ -233,21 +236,24 @@ class AdaTerm(Term):
 
     def observe(self, batch: DBatch, stats: StepStats) -> None:
         self.ada.accumulate(batch.logits[batch.n_fake:])
-        self.d_steps += 1
-        self.ada.maybe_adjust(self.batch_size, self.d_steps)
+
+    def end_iteration(self) -> None:
+        self.iterations += 1
+        self.ada.maybe_adjust(self.batch_size, self.iterations)
 
     def loss(self, batch: DBatch, stats: StepStats) -> None:
         stats.report("ada_p", self.ada.p)
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self.ada.state_dict(), "d_steps": self.d_steps}
+        return {**self.ada.state_dict(), "iterations": self.iterations}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ada.load_state_dict({k: v for k, v in state.items() if k != "d_steps"})
-        self.d_steps = int(state["d_steps"])
+        self.ada.load_state_dict({k: v for k, v in state.items() if k != "iterations"})
+        self.iterations = int(state["iterations"])
 
 
 def ada_terms(cfg: AugmentConfig, batch_size: int, device: torch.device) -> list[AdaTerm]:
-    """The run's ADA term when ``augment.ada`` names a pipe, else none."""
+    """The run's ADA term when ``augment.ada`` names a pipe, else none; ``batch_size``: the real
+    images of one G iteration."""
     return [AdaTerm(cfg, batch_size, device)] if cfg.ada else []

@@ -163,7 +163,7 @@ class AugmentConfig:
     ada_target: Optional[float] = _num(0.6, 0.0, 1.0, lo_open=True, hi_open=True,
                                        doc="target E[sign(D(real))]; null: p stays ada_p")
     ada_p: float = _num(0.0, 0.0, 1.0, doc="ADA's initial (or, with ada_target null, fixed) p")
-    ada_interval: int = _num(4, 1, doc="adjust p every this many D steps")
+    ada_interval: int = _num(4, 1, doc="adjust p every this many G iterations")
     ada_kimg: float = _num(500.0, 0.0, lo_open=True, doc="p can go 0 -> 1 in this many kimg")
 
 

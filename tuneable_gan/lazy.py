@@ -128,15 +128,21 @@ class PathLength(LazyUpdate):
         self.mean = state["mean"].clone()
 
 
-def lazy_step(active: list[LazyUpdate], batch: LazyBatch, opt: torch.optim.Optimizer,
-              autocast: Callable[[], Any], stats: StepStats, masks: Any = None) -> None:
-    """One update of their own for the lazy updates ``active`` (one net's): their summed loss
+def lazy_step(active: list[LazyUpdate], batch: LazyBatch, net: nn.Module,
+              opt: torch.optim.Optimizer, autocast: Callable[[], Any], stats: StepStats,
+              masks: Any = None) -> None:
+    """One update of their own for the lazy updates ``active`` of ``net``: their summed loss
     in ``autocast``, backward, ``opt``'s step; ``masks`` (the lottery phase, for G) constrains
-    the gradients before the step and the weights after, as in the main update."""
+    the gradients before the step and the weights after, as in the main update. A parameter
+    the penalty does not reach (D's output bias, G's toRGB biases) gets a zero gradient, so
+    Adam steps every parameter, as the reference's ``logits * 0 + penalty`` gives it."""
     with autocast():
         loss = functools.reduce(operator.add, [u.loss(batch, stats) for u in active])
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    for p in net.parameters():
+        if p.requires_grad and p.grad is None:
+            p.grad = torch.zeros_like(p)
     if masks is not None:
         masks.constrain_grads(batch.G)
     opt.step()

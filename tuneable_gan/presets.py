@@ -89,6 +89,7 @@ STYLEGAN2_LOWSHOT: dict[str, Any] = {
     "optim.betas": [0.0, 0.99],
     "optim.batch_size": 8, "optim.g_batch_size": 8, "optim.d_steps": 1,
     "optim.g_ema_kimg": 10.0,                    # ema=10, ramp=None
+    "optim.g_ema_buffers": False,                # buffers (w_avg, noise_const) copied from G
     "augment.diffaugment": "color,translation,cutout",
     "train.steps": 37_500,                       # 300 kimg at batch 8
     "train.eval_every": 5_000, "train.checkpoint_every": 5_000,  # snap 10 ticks of 4 kimg
@@ -122,6 +123,7 @@ STYLEGAN2_CIFAR: dict[str, Any] = {
     "optim.betas": [0.0, 0.99],
     "optim.batch_size": 64, "optim.g_batch_size": 64, "optim.d_steps": 1,
     "optim.g_ema_kimg": 500.0, "optim.g_ema_rampup": 0.05,
+    "optim.g_ema_buffers": False,
     "augment.ada": "bgc", "augment.ada_target": 0.6, "augment.ada_interval": 4,
     "augment.ada_kimg": 500.0,
     "train.steps": 1_562_500,                    # 100000 kimg at batch 64

@@ -134,6 +134,10 @@ class Term:
     def observe(self, batch: DBatch, stats: StepStats) -> None:
         """Called on every D step, before any term's loss (running statistics)."""
 
+    def end_iteration(self) -> None:
+        """Called once at the end of every G iteration, after all its updates (D's, the lazy
+        ones, G's) and before the G EMA (ADA adjusts its p here, as the reference does)."""
+
     def observe_real(self, real_logits: Tensor) -> None:
         """Called with D's logits on the reals of a lazy update (``tuneable_gan.lazy``): ADA
         counts their signs as the reference does."""

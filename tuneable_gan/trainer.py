@@ -2,11 +2,12 @@
 
 One G iteration (``train_step``) = ``optim.d_steps`` D updates, D's lazy update when one falls
 due, one G update, G's lazy update when due, then the G EMA update (docs/methods.md section 7;
-lazy updates: StyleGAN2's R1 and path length, ``tuneable_gan.lazy``). Each update runs the terms of ``tuneable_gan.terms`` that its
-schedules select (adversarial loss, regularizer, AdvAug, the gradient-gap probe); the step
-functions compute what the selected terms asked for and nothing else, and hold no
-method-specific branch. Where the run is in its schedule (dense, or the lottery-ticket rounds and
-then the ticket) is the phase's business (``tuneable_gan.phases``, ``tuneable_gan.lottery``).
+lazy updates: StyleGAN2's R1 and path length, ``tuneable_gan.lazy``). Each update runs the
+terms of ``tuneable_gan.terms`` that its schedules select (adversarial loss, regularizer,
+AdvAug, ADA, the gradient-gap probe); the step functions compute what the selected terms asked
+for and nothing else, and hold no method-specific branch. Where the run is in its schedule
+(dense, or the lottery-ticket rounds and then the ticket) is the phase's business
+(``tuneable_gan.phases``, ``tuneable_gan.lottery``).
 
 Every random draw of training (latents, labels, flips, DiffAugment, penalties) comes from one
 seeded ``torch.Generator`` whose state is checkpointed together with the data sampler's position,
@@ -132,7 +133,7 @@ class GANTrainer:
         # Order is evaluation order: the plain loss before AdvAug (their RNG draws), the
         # regularizer after both (DigGAN/LeCam read the clean logits), the probe anywhere.
         # ADA observes the logits of every D step (its p follows them) and is T itself.
-        self.ada = ada_terms(cfg.augment, cfg.optim.batch_size, self.device)
+        self.ada = ada_terms(cfg.augment, cfg.optim.batch_size * cfg.optim.d_steps, self.device)
         self.d_terms: list[Term] = [DAdversarial(), *adv_d, GradientGapProbe(), self.reg,
                                     *self.ada]
         self.g_terms: list[Term] = [GAdversarial(), *adv_g]
@@ -220,7 +221,7 @@ class GANTrainer:
                           fake_labels=self._fake_labels, batch_size=self.cfg.optim.batch_size,
                           step=self.phase.step, observe_real=self._observe_real)
         masks = self.phase if net is self.G else None
-        lazy_step(active, batch, opt, self.autocast, self.stats, masks)
+        lazy_step(active, batch, net, opt, self.autocast, self.stats, masks)
 
     def _d_losses(self, d_step: int) -> tuple[Tensor, Tensor | None]:
         """(adversarial D loss, summed penalty or None) of one D step, with their graph."""
@@ -293,6 +294,8 @@ class GANTrainer:
         self.opt_g.step()
         self.phase.constrain_weights(self.G)
         self._lazy_update(self.lazy_g, self.G, self.opt_g)
+        for t in self.d_terms:  # after every update of the iteration (ADA's p)
+            t.end_iteration()
         o = self.cfg.optim
         nimg = self.images_seen - o.d_steps * o.batch_size  # shown before this iteration
         update_ema(self.G_ema, self.G, ema_decay(o, self.phase.step, nimg),
