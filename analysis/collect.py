@@ -274,7 +274,9 @@ def _attrs(experiment: str | os.PathLike[str], doc: dict[str, Any]) -> dict[str,
             "factors": swept_factors(doc),
             "axes": {k: v for k, v in space.items() if k != SEED_KEY},
             "seeds": int((space.get(SEED_KEY) or {}).get("seeds", 1)),
-            "tune": doc.get("tune") or {}, "base": doc.get("base") or {}}
+            "tune": doc.get("tune") or {}, "base": doc.get("base") or {},
+            # The cell the space declares as its baseline (empty: the report's default rule).
+            "baseline": dict(doc.get("baseline") or {})}
 
 
 def scheduler_of(attrs: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:

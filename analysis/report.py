@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis import calibration, output, pbt, plots, stats, tables, tickets
+from analysis import calibration, output, pbt, plots, stats, tables, tickets, verdict
 from analysis.checkpoints import best_checkpoint
 from analysis.collect import STATUSES, collect, read_collected, trial_table, write_parquet
 from tuneable_gan.errors import UserError
@@ -161,7 +161,8 @@ def build_report(experiment: str, out: str | None = None,
         raise UserError(f"--metric {metric}: not reported by this experiment (try {known})")
     protocol = stats.check_protocol(df)
     factors = list(attrs.get("factors", []))
-    baseline = stats.default_baseline(df) if baseline is None else baseline
+    if baseline is None:  # the space's declared baseline, else the default rule
+        baseline = dict(attrs.get("baseline") or {}) or stats.default_baseline(df)
     if baseline:  # a bad --baseline fails here, before anything is written
         stats.baseline_cells(stats.trial_values(df, [metric]), baseline, factors)
     values = _values(df, metric)
@@ -176,6 +177,7 @@ def build_report(experiment: str, out: str | None = None,
         readings.append((f"step{at}", at))
     blocks: list[Block] = []
     aggs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    cmps: dict[str, pd.DataFrame | None] = {}
     for stem, step in readings:
         agg = stats.aggregate(df, values, at_step=step)
         tv = stats.trial_values(df, [metric], at_step=step)
@@ -183,6 +185,7 @@ def build_report(experiment: str, out: str | None = None,
         table = tables.ablation_table(agg, cmp)
         tables.write_tables(table, dest, "ablation" if step is None else f"ablation_{stem}")
         aggs[stem] = (agg, tv)
+        cmps[stem] = cmp
         title = "Ablation: final values" if step is None else f"Ablation: at step {step}"
         blocks += [("h2", title), ("table", table)]
     if tickets.has_tickets(last):
@@ -210,9 +213,14 @@ def build_report(experiment: str, out: str | None = None,
     counts = last["status"].value_counts()
     devices = ", ".join(map(str, last["device"].dropna().unique())) if "device" in last else ""
     hours = pd.to_numeric(last.get("time_total_s"), errors="coerce").fillna(0).sum() / 3600
+    conditioning = sorted({str(fp).split(" + ", 1)[1] if " + " in str(fp) else "none"
+                           for fp in df.get("eval_protocol", pd.Series(dtype=object)).dropna()})
+    said = verdict.verdict(agg, cmps[primary], metric, reading, int(attrs.get("seeds", 1)),
+                           n_stopped, len(last), conditioning)
     head: list[Block] = [
         ("h1", f"Sweep report: {attrs['name']}"),
         ("p", attrs.get("description") or ""),
+        ("h2", "Verdict"), *[("p", line) for line in said],
         ("kv", [("experiment", str(attrs["experiment"])), ("eval protocol", protocol or "—"),
                 ("trials", ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)),
                 ("compute", f"{hours:.3f} trial-hours = {60 * hours:.1f} trial-minutes (sum of "

@@ -1,7 +1,7 @@
 """Seed-group ASHA against plain ASHA, replayed from a full grid's recorded results.
 
 Give it an experiment in which every trial ran to the end (a FIFO run of the space, e.g.
-``tuneable-gan sweep search_spaces/quickstart.yaml --set tune.scheduler=fifo``). Each repetition
+``tuneable-gan sweep search_spaces/diggan_asha.yaml --set tune.scheduler=fifo``). Each repetition
 replays those per-report results through both schedulers, built by the project's own launch code
 from the space's ASHA settings, on a simulated cluster: trials start in a random order, ``-c``
 at a time, and each report takes its recorded duration times a random factor, so results reach
@@ -12,7 +12,7 @@ Printed per scheduler: how often the configuration the full grid ranks best (mea
 over its seeds) still had a finished seed, how often the sweep would report it as the winner
 (best mean over its finished seeds), and the compute used, as a share of the full grid's.
 
-    python benchmarks/seed_asha_vs_asha.py EXPERIMENT [--space search_spaces/quickstart.yaml]
+    python benchmarks/seed_asha_vs_asha.py EXPERIMENT [--space search_spaces/diggan_asha.yaml]
         [--seeds N] [--reps 20] [-c 2] [--jitter 0.3]
 
 ``--space``: the space whose ``tune.scheduler`` (ASHA settings) is replayed.
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("experiment")
     ap.add_argument("--space", default=str(Path(__file__).resolve().parents[1]
-                                           / "search_spaces" / "quickstart.yaml"))
+                                           / "search_spaces" / "diggan_asha.yaml"))
     ap.add_argument("--seeds", type=int, default=0,
                     help="use only the first N seeds of each configuration (0: all)")
     ap.add_argument("--reps", type=int, default=20)

@@ -24,8 +24,9 @@ SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 # --- shipped spaces -------------------------------------------------------------------------
 
-SHIPPED = {"quickstart": 8, "diggan_lambda": 18, "pairing": 18, "ema": 12, "data_fraction": 24,
-           "toy_attractors": 50, "fewshot_faces": 24, "cifar10_table1": 72,
+SHIPPED = {"quickstart": 6, "diggan_asha": 8, "diggan_lambda": 18, "pairing": 18, "ema": 12,
+           "data_fraction": 24, "toy_attractors": 50, "fewshot_faces": 24,
+           "fewshot_stylegan2": 24, "cifar10_table1": 72,
            "cifar100_table2": 54, "regularizers_table10": 30, "pairing_table5": 18,
            "sparsity": 32, "sparsity_cifar10": 48, "instance_prior": 36,
            "instance_prior_gpu": 18, "pbt_quickstart": 8}
@@ -52,8 +53,20 @@ def test_shipped_space_loads_with_hand_counted_trials(stem, trials):
 
 def test_quickstart_shape():
     spec = load_space(SPACES / "quickstart.yaml")
-    assert spec.name == "quickstart" and spec.seeds == 2
+    assert spec.name == "quickstart" and spec.seeds == 3
     assert spec.base.data.fraction == 0.1 and spec.base.augment.diffaugment
+    assert spec.tune.scheduler.name == "fifo" and spec.tune.search == "grid"
+    assert spec.reports_per_trial() == 5
+    # DigGAN against the unregularized baseline, which the space declares
+    assert spec.baseline == {"regularizer.weight": 0.0}
+    names = {c["regularizer.weight"]: spec.trial_config(c).regularizer.name
+             for c in spec.grid_cells()}
+    assert names == {0.0: "none", 1000.0: "diggan"}
+
+
+def test_diggan_asha_shape():
+    spec = load_space(SPACES / "diggan_asha.yaml")
+    assert spec.name == "diggan-asha" and spec.seeds == 2
     assert spec.tune.scheduler.name == "asha" and spec.tune.search == "random"
     assert spec.reports_per_trial() == 6
 
@@ -105,7 +118,7 @@ def test_expand_grid_is_exactly_what_tune_generates(doc, tmp_path):
     assert len(expand_grid(spec)) == spec.expected_trials()
 
 
-@pytest.mark.parametrize("stem", ["quickstart", "pairing"])
+@pytest.mark.parametrize("stem", ["quickstart", "diggan_asha", "pairing"])
 def test_tune_creates_the_expected_trials(stem, tmp_path):
     spec = load_space(SPACES / f"{stem}.yaml")
     trials = tune_trials(spec, tmp_path)

@@ -59,6 +59,7 @@ from tuneable_gan.tune.space_cells import (
 )
 from tuneable_gan.tune.space_checks import (
     check_explicit,
+    parse_baseline,
     preflight_cells,
     scheduler_problems,
     top_level_problems,
@@ -159,6 +160,8 @@ class SweepSpec:
     # it resolved on its own, no rule applied) and the cell rules, in order.
     base_doc: dict[str, Any] = dataclasses.field(default_factory=dict)
     cells: tuple[CellRule, ...] = ()
+    # The cell the report compares the others with ({axis: value}); empty: the report's default.
+    baseline: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Keys the user set that some cells' methods ignore (``space_cells.check_explicit``), one
     # line each, for the commands to print; derived from the rest, so not compared.
     warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
@@ -353,6 +356,8 @@ class SweepSpec:
                "space": space, "tune": tune}
         if self.cells:
             doc["cells"] = [rule.to_dict() for rule in self.cells]
+        if self.baseline:
+            doc["baseline"] = dict(self.baseline)
         return doc
 
 
@@ -430,6 +435,7 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
         check_cells(base_doc, cells, base, axes, problems)
     elif space_ok and base is not None and len(axes) > 1:
         check_combinations(base, axes, problems)
+    baseline = parse_baseline(doc.get("baseline"), axes, problems, derived) if space_ok else {}
     sampled = [k for k, ax in axes.items() if kind_of(ax) in SAMPLED]
     if tune.search == "optuna" and not sampled and space_ok:
         problems.append("tune.search=optuna needs at least one sampled axis besides the seeds "
@@ -446,7 +452,8 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
     assert base is not None
     return SweepSpec(name=name, base=base, axes=axes, seeds=seeds, tune=tune, source=str(source),
                      description=str(doc.get("description") or ""), base_doc=base_doc,
-                     cells=cells, warnings=tuple(f"{source.name}: {w}" for w in warnings))
+                     cells=cells, baseline=baseline,
+                     warnings=tuple(f"{source.name}: {w}" for w in warnings))
 
 
 def _smoke_caps(values: dict[str, Any], steps: int) -> dict[str, Any]:

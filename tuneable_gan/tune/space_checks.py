@@ -171,3 +171,30 @@ def scheduler_problems(tune: Any, base: Config | None, base_doc: dict[str, Any],
         out += pbt_problems(name, dict(tune.scheduler.params), [
             int(v) for v in possible_values("train.eval_every", base, base_doc, axes, cells)])
     return out
+
+
+def parse_baseline(raw: Any, axes: dict[str, dict[str, Any]], problems: list[str],
+                   derived: bool = False) -> dict[str, Any]:
+    """The ``baseline:`` of a space: the reference cell the report compares every other with,
+    as ``{grid axis: one of its values}`` (``{regularizer.name: none}``), values normalised as
+    the axis's. In a derived spec (``--set``, ``--smoke``) a key whose axis is gone or no longer
+    holds the value is dropped (the derived sweep has no such cell), not an error."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        problems.append("baseline must be a mapping of grid axes to one of their values, e.g. "
+                        f"{{regularizer.name: none}}; got {raw!r}")
+        return {}
+    grids = {k: ax["grid"] for k, ax in axes.items() if "grid" in ax and k != SEED_KEY}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        match = [v for v in grids.get(key, []) if v == value or (
+            isinstance(v, float) and isinstance(value, (int, float)) and float(value) == v)]
+        if match:
+            out[key] = match[0]
+        elif not derived:
+            valid = ", ".join(grids) or "none (no grid axis)"
+            problems.append(f"baseline.{key}: must be a grid axis and one of its values "
+                            f"(grid axes: {valid}); got {value!r}"
+                            + (f" (its values: {grids[key]})" if key in grids else ""))
+    return out
