@@ -348,3 +348,19 @@ def test_a_valid_space_makes_only_valid_trial_configs(tmp_path):
     for params in expand_grid(spec):
         cfg = spec.trial_config(params)
         assert cfg == from_dict(cfg.flat())
+
+
+NATURAL_BASELINES = {"regularizer.name": "none", "regularizer.weight": 0.0,
+                     "sparsity.level": 0.0, "prior.network": "none"}
+
+
+@pytest.mark.parametrize("stem", sorted(SHIPPED))
+def test_a_space_with_a_natural_baseline_declares_it(stem):
+    """The report compares every cell with the space's baseline: where a grid holds a method
+    switched off, the space names such a cell (the sparsity spaces ask about sparsity: the
+    dense run, per regularizer)."""
+    spec = load_space(SPACES / f"{stem}.yaml")
+    natural = {k: v for k, v in NATURAL_BASELINES.items()
+               if v in spec.axes.get(k, {}).get("grid", [])}
+    assert not natural or any(spec.baseline.get(k) == v for k, v in natural.items()), (
+        natural, spec.baseline)
