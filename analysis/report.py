@@ -242,6 +242,11 @@ def build_report(experiment: str, out: str | None = None,
                  ("code", f"tuneable-gan train {shlex.quote(str(cfg_path))} --out runs/best")]
     errored = last[last["status"] == "errored"]
     tail: list[Block] = [("h2", "Figures")]
+    if imp:  # the design passed stats.design_problem; say how much it rests on
+        use = tv[tv["usable"]]
+        n_cells = len(use.groupby([f for f in factors if f in use], dropna=False))
+        tail.append(("p", f"Parameter importance (fANOVA) rests on {n_cells} cells and "
+                          f"{len(use)} usable trials ({reading})."))
     for f in figs:
         tail.append(("img", f) if f.png else ("p", f"{f.title}: skipped ({f.reason})."))
     if not errored.empty:

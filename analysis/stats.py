@@ -194,10 +194,11 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
     from 6 on. Why t by default, at every n: a percentile bootstrap of n values is bounded by
     their min and max (with 2 seeds it *is* [min, max], a ~50% interval of the mean for
     normal data) and under-covers at the seed counts sweeps have (its spread is the biased
-    s·√((n-1)/n)/√n and it uses normal, not t, quantiles: ~88-91% for a nominal 95% at n =
-    6-10); switching methods within one table would also make a 6-seed cell's interval
-    narrower than a 5-seed cell's by ~40% for the method alone. The name is kept for its
-    callers (``aggregate``)."""
+    s·√((n-1)/n)/√n and it uses normal, not t, quantiles: simulated on normal data, ~76% for
+    a nominal 95% at n = 3, ~87% at 6, ~89% at 10, where the t interval gives 95%); and
+    switching methods within one table would make a 6-seed cell's interval ~40% narrower
+    than a 5-seed cell's for the method alone. The name is kept for its caller
+    (``aggregate``)."""
     if method not in ("t", "auto"):
         raise UserError(f"method must be t or auto, got {method!r}")
     x = np.asarray(values, dtype=float)
@@ -209,9 +210,8 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
         a = (1 - confidence) / 2
         lo, hi = np.quantile(means, [a, 1 - a])
         return float(lo), float(hi)
-    m, half = x.mean(), st.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(
-        x.size)
-    return float(m - half), float(m + half)
+    half = st.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean() - half), float(x.mean() + half)
 
 
 def _counts(g: pd.DataFrame) -> dict[str, Any]:
@@ -396,12 +396,35 @@ def compare(df: pd.DataFrame, baseline: dict[str, Any] | None = None, value: str
     return cmp
 
 
+def design_problem(use: pd.DataFrame, varying: list[str], min_cells: int,
+                   axes: dict[str, Any] | None = None) -> str:
+    """Why the design of ``use`` (usable trials) cannot apportion variance among ``varying``
+    factors ("" when it can): fewer than ``min_cells`` distinct cells, or a factor that the
+    others determine (drawn once per cell: its effect cannot be told from theirs). Sampled
+    axes are named first: they are the ones a grid ties to its cells."""
+    def combos(keys: list[str]) -> int:
+        return len({tuple(repr(plain_value(v)) for v in row) for row in
+                    use[keys].itertuples(index=False)}) if keys else 1
+
+    n_cells = combos(varying)
+    if n_cells < min_cells:
+        return (f"needs at least {min_cells} distinct cells among the usable trials, has "
+                f"{n_cells}: too few to apportion variance")
+    for f in sorted(varying, key=lambda f: "grid" in (axes or {}).get(f, {})):
+        others = [g for g in varying if g != f]
+        if combos(others) == n_cells:
+            return (f"{f} is confounded with {', '.join(others)}: each of their cells has one "
+                    f"{f} value (drawn once per cell), so its effect cannot be separated")
+    return ""
+
+
 def importance(df: pd.DataFrame, metric: str = "fid", *, at_step: int | None = None,
                factors: Sequence[str] | None = None, seed: int = 0,
-               min_trials: int = 4) -> tuple[dict[str, float], str]:
+               min_trials: int = 4, min_cells: int = 6) -> tuple[dict[str, float], str]:
     """fANOVA importance of the swept factors for ``metric`` (one value per usable trial),
     from an in-memory Optuna study whose distributions match the axes. Returns
-    (importances, "") or ({}, the reason it was skipped)."""
+    (importances, "") or ({}, the reason it was skipped): too few trials or cells, or a
+    factor confounded with the others (``design_problem``)."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
     from optuna.importance import FanovaImportanceEvaluator
@@ -416,6 +439,9 @@ def importance(df: pd.DataFrame, metric: str = "fid", *, at_step: int | None = N
     if len(varying) < 2:
         return {}, ("needs at least two swept factors with two or more distinct values "
                     f"among the usable trials (have: {', '.join(varying) or 'none'})")
+    problem = design_problem(use, varying, min_cells, axes)
+    if problem:
+        return {}, problem
     dists: dict[str, Any] = {}
     for f in varying:
         kind, arg = next(iter(axes.get(f, {"choice": None}).items()))

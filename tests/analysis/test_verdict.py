@@ -105,3 +105,21 @@ def test_a_report_opens_with_its_verdict_and_uses_the_declared_baseline(tmp_path
     assert lines[0] == "# Sweep report: tiny" and lines[2] == "## Verdict"
     assert lines[4].startswith("Best cell by mean fid (finished trials, lower is better): ")
     assert "| baseline | weight=10 |" in md
+
+
+def test_importance_is_refused_where_the_design_cannot_support_it():
+    # the old quickstart's design: an EMA factor drawn once per (weight, pairing) cell
+    ema = {(1e2, "random"): 0.9, (1e2, "magnitude"): 0.0, (1e3, "random"): 0.5,
+           (1e3, "magnitude"): 0.5}
+    trials = [{"cell": {"regularizer.weight": w, "regularizer.pairing": p,
+                        "regularizer.ema": e}, "seed": s, "status": "finished",
+               "fids": [3.0 + s + (w > 500)]}
+              for (w, p), e in ema.items() for s in range(2)]
+    df = frame(trials, ("regularizer.weight", "regularizer.pairing", "regularizer.ema"))
+    df.attrs["axes"]["regularizer.ema"] = {"choice": [0.0, 0.5, 0.9]}
+    imp, why = stats.importance(df, "fid", min_cells=4)
+    assert imp == {} and why.startswith("regularizer.ema is confounded with "
+                                        "regularizer.weight, regularizer.pairing")
+    imp, why = stats.importance(df, "fid")
+    assert why == ("needs at least 6 distinct cells among the usable trials, has 4: too few "
+                   "to apportion variance")
