@@ -1,11 +1,14 @@
 """Ablation tables from ``stats.aggregate`` (+ ``stats.compare``): Markdown, LaTeX (booktabs),
 CSV.
 
-One row per cell: the factor values, ``n`` (usable / all seeds), ``mean ± std`` (or the bootstrap
-CI) per value column, the difference from the baseline with its Holm-corrected p-value and the
-test that gave it, and the cell's stopped/diverged notes. The best mean of each column is bold:
-lowest for FID-like metrics, highest for ``is_mean`` and ``modes_covered``; columns without a
-direction (dig, losses) get none.
+One row per cell: the factor values, ``n (seeds)`` (usable / all seeds of the cell), ``mean ±
+std`` (or ``mean [95% CI]``, the t interval of ``stats.bootstrap_ci``) per value column, the
+difference from the baseline with its Holm-corrected p-value and the test that gave it, and the
+cell's stopped/diverged notes. A statistic that cannot be computed is "—", never a stand-in: no
+interval below 2 seeds, no p-value below 2 seeds matched with the baseline (the caption says
+so where it happens). The best mean of each column is bold: lowest for FID-like metrics,
+highest for ``is_mean`` and ``modes_covered``; columns without a direction (dig, losses) get
+none. The CSV names the interval's columns by what they are (``<v>_ci95_t_low``/``_high``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from analysis import output
 from analysis.stats import direction, fmt_value, plain_value
 
 _TEST_ABBR = {"paired t": "t", "Wilcoxon": "W"}
+N_COLUMN = "n (seeds)"
+# How stats.bootstrap_ci computed <v>_ci_low/high (aggregate's attrs["ci_method"], t if unset).
+_CI_TEXT = {"t": "t interval of the mean, mean ± t * sd / sqrt(n), t from Student's t with n-1 "
+                 "degrees of freedom",
+            "auto": "t interval of the mean below 6 seeds, percentile bootstrap from 6"}
 _LATEX_ESC = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#",
               "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
               "^": r"\textasciicircum{}"}
@@ -74,7 +82,8 @@ def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
     shorts = [f.rsplit(".", 1)[-1] for f in factors]
     names = [s if shorts.count(s) == 1 else f for f, s in zip(factors, shorts)]
     # A resolved value the run used (e.g. the paper rule's lambda), not a swept factor.
-    columns = [*names, *(f"{k.rsplit('.', 1)[-1]} (resolved)" for k in derived), "n", *values]
+    columns = [*names, *(f"{k.rsplit('.', 1)[-1]} (resolved)" for k in derived), N_COLUMN,
+               *values]
     has_cmp = comparison is not None and not comparison.empty
     if has_cmp:
         cv = comparison.attrs.get("value", "")
@@ -104,8 +113,8 @@ def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
                 text.append(_num(m, d) + ("" if pd.isna(s) or pd.isna(m) else f" ± {_num(s, d)}"))
             else:
                 lo, hi = r[f"{v}_ci_low"], r[f"{v}_ci_high"]
-                ci = "" if pd.isna(lo) else f" [{_num(lo, d)}, {_num(hi, d)}]"
-                text.append(_num(m, d) + ci)
+                ci = " [—]" if pd.isna(lo) else f" [{_num(lo, d)}, {_num(hi, d)}]"
+                text.append(_num(m, d) + ("" if pd.isna(m) else ci))
             marks.append(v in best and np.isfinite(m) and math.isclose(m, best[v]))
         if has_cmp:
             c = comparison.iloc[i]
@@ -120,13 +129,41 @@ def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
         marks.append(False)
         rows.append(text)
         bold.append(marks)
-    raw = agg.copy()
+    raw = agg.rename(columns=_ci_names(agg, values))
     if has_cmp:
-        raw = pd.concat([raw.reset_index(drop=True), comparison[
-            ["is_baseline", "n_pairs", "delta", "test", "p", "p_holm"]].reset_index(drop=True)],
-            axis=1)
+        keep = [c for c in ("is_baseline", "n_pairs", "delta", "delta_lo", "delta_hi", "test",
+                            "p", "p_holm") if c in comparison]
+        raw = pd.concat([raw.reset_index(drop=True), comparison[keep].reset_index(drop=True)],
+                        axis=1)
     return Table(columns, rows, bold, raw, _caption(agg, comparison if has_cmp else None, spread),
                  len(factors) + len(derived))
+
+
+def _ci_names(agg: pd.DataFrame, values: list[str]) -> dict[str, str]:
+    """``<v>_ci_low`` -> ``<v>_ci95_t_low`` (the level and method in the name), per value."""
+    conf = int(round(100 * agg.attrs.get("confidence", 0.95)))
+    how = agg.attrs.get("ci_method", "t")
+    vs = dict.fromkeys([*values, *agg.attrs.get("values", [])])
+    return {f"{v}_ci_{e}": f"{v}_ci{conf}_{how}_{e}" for v in vs for e in ("low", "high")
+            if f"{v}_ci_{e}" in agg}
+
+
+def _missing_p(cmp: pd.DataFrame) -> str:
+    """Why a p-value (and Δ) shows "—", for the caption; "" when none does."""
+    rows = cmp[~cmp["is_baseline"].astype(bool) & cmp["p_holm"].isna()]
+    if rows.empty:
+        return ""
+    no_base = rows["test"] == "—"
+    few = ~no_base & (rows["n_pairs"] < 2)
+    why = []
+    if few.any():
+        why.append("p: — where the cell has fewer than 2 seeds matched with the baseline's "
+                   "(no paired test possible)")
+    if no_base.any():
+        why.append("Δ and p: — where no baseline cell shares the cell's other factors")
+    if (~no_base & ~few).any():
+        why.append("p: — where the test is undefined for the cell's values")
+    return " " + "; ".join(why) + "."
 
 
 def _fmt_factor(v: object) -> str:
@@ -139,12 +176,16 @@ def _caption(agg: pd.DataFrame, cmp: pd.DataFrame | None, spread: str) -> str:
             if at is not None else
             "Finished trials only (last report); early-stopped trials are counted, not averaged.")
     conf = int(round(100 * agg.attrs.get("confidence", 0.95)))
-    sp = "mean ± std over seeds" if spread == "std" else f"mean [{conf}% bootstrap CI]"
-    text = f"{what} {sp}; n = usable/all seeds; bold = best."
+    how = _CI_TEXT.get(agg.attrs.get("ci_method", "t"), str(agg.attrs.get("ci_method")))
+    sp = ("mean ± std over seeds (sample std; none for 1 seed)" if spread == "std" else
+          f"mean [{conf}% CI: {how}; — for fewer than 2 seeds]")
+    text = (f"{what} {sp}; {N_COLUMN} = seeds averaged / seeds run in the cell; "
+            "bold = best.")
     if cmp is not None:
         text += (f" Δ = mean paired difference from the baseline ({cmp.attrs['baseline_label']})"
                  " over matching seeds; p Holm-corrected across cells (t = paired t-test, "
                  "W = Wilcoxon signed-rank).")
+        text += _missing_p(cmp)
         if cmp.attrs.get("note"):
             text += f" Note: {cmp.attrs['note']}."
     return text

@@ -37,7 +37,7 @@ def test_table_of_a_paper_rule_sweep_shows_the_lambda_of_each_cell():
     assert agg.attrs["derived"] == ["regularizer.weight"]  # conditional is the same everywhere
     assert agg["regularizer.weight"].tolist() == [10000.0, 5000.0]
     table = tables.ablation_table(agg)
-    assert table.columns[:3] == ["fraction", "weight (resolved)", "n"]
+    assert table.columns[:3] == ["fraction", "weight (resolved)", "n (seeds)"]
     assert [r[:2] for r in table.rows] == [["0.1", "10000"], ["0.2", "5000"]]
     csv = pd.DataFrame(table.raw)
     assert csv["regularizer.weight"].tolist() == [10000.0, 5000.0]
