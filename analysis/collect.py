@@ -276,7 +276,9 @@ def _attrs(experiment: str | os.PathLike[str], doc: dict[str, Any]) -> dict[str,
             "seeds": int((space.get(SEED_KEY) or {}).get("seeds", 1)),
             "tune": doc.get("tune") or {}, "base": doc.get("base") or {},
             # The cell the space declares as its baseline (empty: the report's default rule).
-            "baseline": dict(doc.get("baseline") or {})}
+            "baseline": dict(doc.get("baseline") or {}),
+            # The paper's numbers for the cells (tuneable_gan.tune.space_paper), if given.
+            "paper": doc.get("paper")}
 
 
 def scheduler_of(attrs: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:

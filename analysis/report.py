@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis import calibration, output, pbt, plots, stats, tables, tickets, verdict
+from analysis import calibration, output, paper, pbt, plots, stats, tables, tickets, verdict
 from analysis.checkpoints import best_checkpoint
 from analysis.collect import STATUSES, collect, read_collected, trial_table, write_parquet
 from tuneable_gan.errors import UserError
@@ -188,6 +188,7 @@ def build_report(experiment: str, out: str | None = None,
         cmps[stem] = cmp
         title = "Ablation: final values" if step is None else f"Ablation: at step {step}"
         blocks += [("h2", title), ("table", table)]
+    blocks += paper.section(df, protocol)
     if tickets.has_tickets(last):
         table, summary = tickets.ticket_table(last)
         tables.write_tables(table, dest, "tickets")

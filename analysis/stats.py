@@ -9,7 +9,8 @@ seed replicates. Decisions, each stated where the numbers are used:
   200"), as are diverged, errored and running trials. ``at_step=S``: every trial that reached
   step S, stopped or not, read at its last report at or before S: one common budget, so cells
   ASHA cut short are compared fairly (``common_step`` gives ASHA's first rung).
-* Spread: sample std (ddof 1) and a seeded percentile bootstrap 95% CI of the mean.
+* Spread: sample std (ddof 1) and the t 95% interval of the mean (``bootstrap_ci``: a
+  percentile bootstrap of 2-5 seeds is little more than their range).
 * Paired test against the baseline cell over matching seeds: paired t-test for 2-5 pairs (the
   Wilcoxon signed-rank test cannot reach p < 0.05 with 5 pairs or fewer: its smallest two-sided
   p is 2/2^n), Wilcoxon signed-rank from 6 pairs (no normality assumption, robust to one

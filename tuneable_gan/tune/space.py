@@ -64,6 +64,7 @@ from tuneable_gan.tune.space_checks import (
     scheduler_problems,
     top_level_problems,
 )
+from tuneable_gan.tune.space_paper import PaperSpec, parse_paper
 from tuneable_gan.tune.space_parse import (
     ASHA_SCHEDULERS,
     MAX_COMBOS,
@@ -162,6 +163,8 @@ class SweepSpec:
     cells: tuple[CellRule, ...] = ()
     # The cell the report compares the others with ({axis: value}); empty: the report's default.
     baseline: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The paper's published numbers of the cells (``space_paper``), for the report.
+    paper: PaperSpec | None = None
     # Keys the user set that some cells' methods ignore (``space_cells.check_explicit``), one
     # line each, for the commands to print; derived from the rest, so not compared.
     warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
@@ -358,6 +361,8 @@ class SweepSpec:
             doc["cells"] = [rule.to_dict() for rule in self.cells]
         if self.baseline:
             doc["baseline"] = dict(self.baseline)
+        if self.paper is not None:
+            doc["paper"] = self.paper.to_dict()
         return doc
 
 
@@ -436,6 +441,7 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
     elif space_ok and base is not None and len(axes) > 1:
         check_combinations(base, axes, problems)
     baseline = parse_baseline(doc.get("baseline"), axes, problems, derived) if space_ok else {}
+    paper = parse_paper(doc.get("paper"), axes, problems, derived) if space_ok else None
     sampled = [k for k, ax in axes.items() if kind_of(ax) in SAMPLED]
     if tune.search == "optuna" and not sampled and space_ok:
         problems.append("tune.search=optuna needs at least one sampled axis besides the seeds "
@@ -452,7 +458,7 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
     assert base is not None
     return SweepSpec(name=name, base=base, axes=axes, seeds=seeds, tune=tune, source=str(source),
                      description=str(doc.get("description") or ""), base_doc=base_doc,
-                     cells=cells, baseline=baseline,
+                     cells=cells, baseline=baseline, paper=paper,
                      warnings=tuple(f"{source.name}: {w}" for w in warnings))
 
 

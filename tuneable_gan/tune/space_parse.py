@@ -24,7 +24,7 @@ from tuneable_gan.tune.space_tracking import TrackerSpec, parse_callbacks
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "seeds")
 SAMPLED = ("choice", "uniform", "loguniform", "randint")
-TOP_KEYS = ("name", "description", "base", "space", "cells", "baseline", "tune")
+TOP_KEYS = ("name", "description", "base", "space", "cells", "baseline", "paper", "tune")
 CELL_KEYS = ("when", "set", "source")
 TUNE_KEYS = ("metric", "mode", "search", "num_samples", "scheduler", "resources",
              "max_concurrent", "max_failures", "num_to_keep", "storage", "seed", "callbacks")
