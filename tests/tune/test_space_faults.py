@@ -14,7 +14,7 @@ from tuneable_gan.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 ERROR, WARNING = "tuneable-gan: error: ", "tuneable-gan: warning: "
-TOP = "valid: name, description, base, space, cells, tune"
+TOP = "valid: name, description, base, space, cells, baseline, paper, tune"
 
 
 def run(capsys, *argv: str) -> tuple[int, list[str], str]:

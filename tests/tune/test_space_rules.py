@@ -84,7 +84,7 @@ BAD = [
     (("base",), [1], "base must be a mapping of run-config keys or a path to a run-config YAML, "
      "got list", None),
     (("spcae",), {}, "spcae: unknown top-level key (did you mean 'space'?); valid: name, "
-     "description, base, space, cells, tune", None),
+     "description, base, space, cells, baseline, paper, tune", None),
     ((S,), [1], "space must be a mapping of dotted run-config keys to domains, got list", None),
     ((T, "serach"), "grid", "tune.serach: unknown key (did you mean 'tune.search'?)", None),
     ((T, "resources"), {"cpu": 0}, "tune.resources.cpu must be > 0, got 0", None),
