@@ -68,7 +68,8 @@ def test_explicit_keys_override_the_preset():
 def test_unknown_preset_is_one_line_naming_the_valid_ones():
     with pytest.raises(ConfigError) as e:
         from_dict({"preset": "biggan"})
-    assert e.value.problems == ["preset must be one of biggan_cifar, sngan_cifar, stylegan2_lowshot, stylegan2_cifar; got 'biggan'"]
+    assert e.value.problems == ["preset must be one of biggan_cifar, sngan_cifar, "
+                                "stylegan2_lowshot, stylegan2_cifar; got 'biggan'"]
 
 
 def test_validate_says_which_values_came_from_the_preset(tmp_path):

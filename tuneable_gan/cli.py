@@ -68,9 +68,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if _is_space(args.config):
         raise ConfigError(f"{args.config} is a search space, not a run config; run it with "
                           "tuneable-gan sweep (or train its base)")
-    _, warnings = check_run(flatten(read_yaml(args.config)),
-                            dict(parse_override(o) for o in args.overrides))
-    for w in warnings:
+    cfg, warnings = check_run(flatten(read_yaml(args.config)),
+                              dict(parse_override(o) for o in args.overrides))
+    for w in [*warnings, *_ema_warning(cfg)]:
         print(clip_line(f"tuneable-gan: warning: {w}"), file=sys.stderr)
     return train(args.config, args.overrides, Path(args.out), resume=args.resume,
                  quiet=args.quiet)
@@ -94,6 +94,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         doc = flatten(read_yaml(args.config))
         overrides = dict(parse_override(o) for o in args.overrides)
         cfg, warnings = check_run(doc, overrides)
+        warnings += _ema_warning(cfg)
         notes = preflight(cfg)
         print(cfg.to_yaml(), end="")
         _, from_preset = expand_preset(doc | overrides)
@@ -111,7 +112,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems, notes = spec.preflight()
     if problems:
         raise ConfigError(problems)
-    for w in spec.warnings:
+    for w in [*spec.warnings, *_space_ema_warnings(spec)]:
         print(clip_line(f"tuneable-gan: warning: {w}"), file=sys.stderr)
     print(f"{spec.name}: {spec.expected_trials()} trials "
           f"(search {spec.tune.search}, seeds {spec.seeds}, scheduler {spec.tune.scheduler.name})")
@@ -166,8 +167,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     problems, _ = spec.preflight()
     if problems:
         raise ConfigError(problems)
-    results = run_sweep(spec, address=args.address)
+    from tuneable_gan.tune.progress import StartLines
+
+    # Once per space, printed when the experiment starts (after run_sweep's own checks, so a
+    # refused sweep is still its one error line); the trials print none, or each would. A
+    # smoke run's few steps would warn for any EMA, and its FID is not what it is for.
+    ema = [] if args.smoke else _space_ema_warnings(spec)
+    results = run_sweep(spec, address=args.address, callbacks=[StartLines(
+        [clip_line(f"tuneable-gan: warning: {w}") for w in ema])])
     return _summarise(results, experiment_path(spec), spec.tune.metric, spec.tune.mode)
+
+
+def _ema_warning(cfg: Any) -> list[str]:
+    """The G EMA warning of a run config (``tuneable_gan.ema_warning``), if it has one."""
+    from tuneable_gan.ema_warning import ema_warning
+
+    w = ema_warning(cfg)
+    return [w] if w else []
+
+
+def _space_ema_warnings(spec: Any) -> list[str]:
+    """The G EMA warnings of a space's probe cells (``preflight``'s cells), once each."""
+    from tuneable_gan.ema_warning import cell_warnings
+    from tuneable_gan.tune.space_checks import probe_cells
+    from tuneable_gan.tune.space_parse import MAX_COMBOS
+
+    cells, _ = probe_cells(spec.axes, MAX_COMBOS)
+    return cell_warnings((params, spec.trial_config(params)) for params in cells)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -209,7 +209,8 @@ BAD = [
     (_rule(1, set={"train.seed": 3}),
      "cells[1].set.train.seed: is the replicate seed (set it in base); a rule may not set it"),
     ({**PRESETS, "base": {**CIFAR, "preset": "biggan"}},
-     "base: preset must be one of biggan_cifar, sngan_cifar, stylegan2_lowshot, stylegan2_cifar; got 'biggan'"),
+     "base: preset must be one of biggan_cifar, sngan_cifar, stylegan2_lowshot, "
+     "stylegan2_cifar; got 'biggan'"),
     ({**PRESETS, "cells": {"when": {}}}, "cells must be a list of rules like {when: "
      "{data.fraction: 0.1}, set: {train.steps: 250000}, source: ...}, got dict"),
 ]

@@ -25,7 +25,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from tuneable_gan.constants import SPEC_FILE
 from tuneable_gan.disk import blocked, writing
 from tuneable_gan.errors import ConfigError, UserError
-from tuneable_gan.tune import driver_state, integrity, scheduler_state, tracking
+from tuneable_gan.tune import driver_state, integrity, progress, scheduler_state, tracking
 from tuneable_gan.tune.groups import configuration_of
 from tuneable_gan.tune.pbt import population_based
 from tuneable_gan.tune.result_log import ResultLog
@@ -184,6 +184,7 @@ def build_tuner(spec: SweepSpec, fn: Callable[..., None] = train_gan,
     the experiment's integrity record (``integrity.IntegrityRecorder``) besides ``callbacks``."""
     t = spec.tune
     scheduler = _scheduler(spec)
+    reporter, end_lines = progress.reporting(spec)
     return tune.Tuner(
         trainable(spec, fn),
         param_space=spec.param_space(),
@@ -198,7 +199,7 @@ def build_tuner(spec: SweepSpec, fn: Callable[..., None] = train_gan,
             # The scheduler's state first: the integrity recorder seals it in the same step.
             callbacks=[ResultLog(), scheduler_state.SchedulerRecorder(scheduler),
                        integrity.IntegrityRecorder(), *tracking.tracker_callbacks(spec),
-                       *callbacks],
+                       *callbacks, end_lines],
             # The best by the sweep metric are kept (Tune always keeps the newest too, for
             # resume): the report's samples and best config come from the best evaluation.
             checkpoint_config=tune.CheckpointConfig(
@@ -208,7 +209,9 @@ def build_tuner(spec: SweepSpec, fn: Callable[..., None] = train_gan,
             # What a trial writes in its directory (the TensorBoard sample grids) reaches the
             # storage with its checkpoints.
             sync_config=tune.SyncConfig(sync_artifacts=True),
-            verbose=1),
+            # Ray's legacy engine at verbose=1 (progress.use_reporter_engine): our table, one
+            # line per ended trial, and none of Ray's per-trial config and result dumps.
+            progress_reporter=reporter, verbose=1),
     )
 
 
