@@ -107,11 +107,12 @@ def _against_baseline(cmp: pd.DataFrame, best_cell: dict[str, Any], factors: lis
                    f"correction over the {len(tested)} cell(s) tested: at this number of "
                    "seeds the differences are within seed-to-seed noise.")
     else:
-        names = "; ".join(stats.cell_label(_cell(r, factors))
-                          + f" ({float(r['delta']):+.3g}, p_holm {_fmt(float(r['p_holm']))})"
-                          for _, r in significant.iterrows())
-        worse = [r for _, r in significant.iterrows()
-                 if (float(r["delta"]) > 0) == lower]
-        out.append(f"Significant at {ALPHA} after Holm: {names}"
-                   + (" (some of them worse than the baseline)" if worse else "") + ".")
+        def said(r: pd.Series) -> str:
+            side = "worse" if (float(r["delta"]) > 0) == lower else "better"
+            return (f"{stats.cell_label(_cell(r, factors))} is {side} than the baseline "
+                    f"({metric} {float(r['delta']):+.3g}, p_holm {_fmt(float(r['p_holm']))})")
+
+        out.append(f"Significant at {ALPHA} after Holm's correction over the {len(tested)} "
+                   f"cell(s) tested: " + "; ".join(said(r) for _, r in significant.iterrows())
+                   + ".")
     return out
