@@ -84,8 +84,9 @@ def test_a_fake_is_scored_with_the_prior_that_generated_it(monkeypatch):
     cfg = tiny_config(**PRIOR, data__flip=True, regularizer__pairing="magnitude")
     t = GANTrainer(cfg)
     g_priors, d_priors = [], []
-    g_forward, d_head = t.G.forward, t.D.head
-    monkeypatch.setattr(t.G, "forward", lambda z, y=None: g_priors.append(y) or g_forward(z, y))
+    # A training forward of G is rest(train_stem(z, y), y): y reaches rest either way.
+    g_rest, d_head = t.G.rest, t.D.head
+    monkeypatch.setattr(t.G, "rest", lambda u, y=None: g_priors.append(y) or g_rest(u, y))
     monkeypatch.setattr(t.D, "head", lambda h, y=None: d_priors.append(y) or d_head(h, y))
     t.d_step(0)
     B = cfg.optim.batch_size

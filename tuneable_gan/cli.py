@@ -70,10 +70,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                           "tuneable-gan sweep (or train its base)")
     cfg, warnings = check_run(flatten(read_yaml(args.config)),
                               dict(parse_override(o) for o in args.overrides))
-    for w in [*warnings, *_ema_warning(cfg)]:
+    for w in warnings:
         print(clip_line(f"tuneable-gan: warning: {w}"), file=sys.stderr)
+    # The EMA warning only once the run is sure to start: a refused run prints its one error.
     return train(args.config, args.overrides, Path(args.out), resume=args.resume,
-                 quiet=args.quiet)
+                 quiet=args.quiet, warnings=_ema_warning(cfg))
 
 
 def _is_space(path: str) -> bool:

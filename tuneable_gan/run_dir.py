@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -36,6 +36,7 @@ from tuneable_gan.checkpoint import (
     foreign_keys,
     restore_first,
 )
+from tuneable_gan.clip import clip_line
 from tuneable_gan.config import from_dict, load_config, read_yaml
 from tuneable_gan.disk import blocked, write_atomic, writing
 from tuneable_gan.errors import CheckpointError, ConfigError, Diverged, UserError
@@ -253,9 +254,10 @@ def _interrupted(trainer: GANTrainer, sink: RunDirSink) -> None:
 
 
 def train(config: str, overrides: list[str], out: Path, resume: bool = False,
-          quiet: bool = False) -> int:
+          quiet: bool = False, warnings: Sequence[str] = ()) -> int:
     """``tuneable-gan train``: run (or resume) one run in ``out``; the exit code (0 done, 3
-    diverged, 130 interrupted). User errors raise before anything is written."""
+    diverged, 130 interrupted). User errors raise before anything is written; ``warnings`` are
+    printed after every check passed, just before the run starts."""
     from tqdm import tqdm
 
     from tuneable_gan.viz import save_samples
@@ -266,6 +268,8 @@ def train(config: str, overrides: list[str], out: Path, resume: bool = False,
     trainer.record_every_step = False
     candidates = _check_out_dir(out, trainer, resume)
     trainer.evaluator  # noqa: B018  (built now: its errors must come before anything is written)
+    for w in warnings:
+        print(clip_line(f"tuneable-gan: warning: {w}"), file=sys.stderr)
     if candidates:
         restore_first(trainer, candidates, "--resume")
     log = _kept_log(out / "metrics.jsonl", trainer.step)
