@@ -213,6 +213,7 @@ class KillSnapshot(tune.Callback):
         os.kill(os.getpid(), signal.SIGUSR1)
 
 
+@pytest.mark.slow  # 25 s measured on the 2-CPU CI machine
 def test_killed_and_interrupted_sweeps_resume_for_their_user(ray_2cpu, tmp_path, home, capsys,
                                                              monkeypatch):
     spec = load_space(space_file(tmp_path))

@@ -38,6 +38,7 @@ def rows(trial_dir: Path) -> list[dict]:
 
 
 
+@pytest.mark.slow  # 25 s measured on the 2-CPU CI machine
 def test_asha_stops_some_trials_and_every_trial_has_results(ray_2cpu, tmp_path):
     spec = load_space(write_space(
         tmp_path / "s.yaml", {"regularizer.weight": {"grid": [0.0, 1.0, 10.0, 100.0]}},
@@ -79,6 +80,7 @@ def flaky_train_gan(config, ctx):
 flaky_train_gan.__name__ = "train_gan"  # Tuner.restore matches trainables by name
 
 
+@pytest.mark.slow  # 25 s measured on the 2-CPU CI machine
 def test_failed_trial_is_retried_from_its_checkpoint_with_no_step_lost(ray_2cpu, tmp_path):
     spec = load_space(write_space(
         tmp_path / "s.yaml", {"regularizer.weight": {"grid": [1.0, 2.0]}},
