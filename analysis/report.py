@@ -23,7 +23,18 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis import calibration, output, paper, pbt, plots, stats, tables, tickets, verdict
+from analysis import (
+    calibration,
+    importance,
+    output,
+    paper,
+    pbt,
+    plots,
+    stats,
+    tables,
+    tickets,
+    verdict,
+)
 from analysis.checkpoints import best_checkpoint
 from analysis.collect import STATUSES, collect, read_collected, trial_table, write_parquet
 from tuneable_gan.errors import UserError
@@ -198,7 +209,7 @@ def build_report(experiment: str, out: str | None = None,
     primary = "final" if (aggs["final"][0]["n"] > 0).all() or len(aggs) == 1 else readings[1][0]
     agg, tv = aggs[primary]
     reading = "finished trials" if primary == "final" else f"at step {at}, all trials"
-    imp, why = stats.importance(df, metric, at_step=None if primary == "final" else at)
+    imp, why = importance.importance(df, metric, at_step=None if primary == "final" else at)
     shutil.rmtree(dest / "plots", ignore_errors=True)  # no figure left over from a past build
     figs = plots.make_plots(df, tv, dest / "plots", metric=metric, importances=imp,
                             importance_reason=why, reading=reading)
@@ -243,7 +254,7 @@ def build_report(experiment: str, out: str | None = None,
                  ("code", f"tuneable-gan train {shlex.quote(str(cfg_path))} --out runs/best")]
     errored = last[last["status"] == "errored"]
     tail: list[Block] = [("h2", "Figures")]
-    if imp:  # the design passed stats.design_problem; say how much it rests on
+    if imp:  # the design passed importance.design_problem; say how much it rests on
         use = tv[tv["usable"]]
         n_cells = len(use.groupby([f for f in factors if f in use], dropna=False))
         tail.append(("p", f"Parameter importance (fANOVA) rests on {n_cells} cells and "

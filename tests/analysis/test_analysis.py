@@ -21,7 +21,7 @@ import yaml
 from frames import frame
 from scipy import stats as st
 
-from analysis import stats, tables
+from analysis import importance, stats, tables
 from analysis.checkpoints import last_checkpoint
 from analysis.collect import collect, read_collected, trial_table
 from analysis.report import build_report, main, parse_baseline
@@ -393,10 +393,10 @@ def test_fanova_importance_finds_the_factor_that_matters():
               for i, w in enumerate((1.0, 10.0, 100.0)) for p in ("random", "magnitude")
               for s in range(2)]
     df = frame(trials, ("regularizer.weight", "regularizer.pairing"))
-    imp, why = stats.importance(df, "fid")
+    imp, why = importance.importance(df, "fid")
     assert why == "" and imp["regularizer.weight"] > 0.9
     one = frame(trials[:4])
-    assert stats.importance(one, "fid")[1].startswith("needs at least two swept factors")
+    assert importance.importance(one, "fid")[1].startswith("needs at least two swept factors")
 
 
 def test_table_bolds_the_best_per_column_and_writes_three_formats(tmp_path):

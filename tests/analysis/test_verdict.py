@@ -15,7 +15,7 @@ import yaml
 from frames import frame
 from scipy import stats as st
 
-from analysis import stats, verdict
+from analysis import importance, stats, verdict
 from analysis.report import build_report
 
 RECORDED = Path(__file__).parents[1] / "fixtures" / "experiment"
@@ -119,9 +119,9 @@ def test_importance_is_refused_where_the_design_cannot_support_it():
               for (w, p), e in ema.items() for s in range(2)]
     df = frame(trials, ("regularizer.weight", "regularizer.pairing", "regularizer.ema"))
     df.attrs["axes"]["regularizer.ema"] = {"choice": [0.0, 0.5, 0.9]}
-    imp, why = stats.importance(df, "fid", min_cells=4)
+    imp, why = importance.importance(df, "fid", min_cells=4)
     assert imp == {} and why.startswith("regularizer.ema is confounded with "
                                         "regularizer.weight, regularizer.pairing")
-    imp, why = stats.importance(df, "fid")
+    imp, why = importance.importance(df, "fid")
     assert why == ("needs at least 6 distinct cells among the usable trials, has 4: too few "
                    "to apportion variance")
