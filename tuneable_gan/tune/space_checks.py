@@ -18,6 +18,7 @@ from tuneable_gan.constants import SEED_KEY
 from tuneable_gan.errors import ConfigError, UserError
 from tuneable_gan.reads import Ignored, ignored, name
 from tuneable_gan.tune.space_cells import CellRule, compose, possible_values
+from tuneable_gan.tune.space_paper import grid_match
 from tuneable_gan.tune.space_parse import (
     ASHA_SCHEDULERS,
     MAX_COMBOS,
@@ -188,8 +189,7 @@ def parse_baseline(raw: Any, axes: dict[str, dict[str, Any]], problems: list[str
     grids = {k: ax["grid"] for k, ax in axes.items() if "grid" in ax and k != SEED_KEY}
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        match = [v for v in grids.get(key, []) if v == value or (
-            isinstance(v, float) and isinstance(value, (int, float)) and float(value) == v)]
+        match = grid_match(grids, key, value)
         if match:
             out[key] = match[0]
         elif not derived:

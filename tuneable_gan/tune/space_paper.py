@@ -50,7 +50,9 @@ class PaperSpec:
                            for v in self.values]}
 
 
-def _match(grids: dict[str, list[Any]], key: str, value: Any) -> list[Any]:
+def grid_match(grids: dict[str, list[Any]], key: str, value: Any) -> list[Any]:
+    """The values of grid axis ``key`` equal to ``value`` (an int written for a float axis
+    matches it), in the axis's own normalised form; empty when ``key`` is no grid axis."""
     return [v for v in grids.get(key, []) if v == value or (
         isinstance(v, float) and isinstance(value, (int, float)) and float(value) == v)]
 
@@ -99,7 +101,7 @@ def parse_paper(raw: Any, axes: dict[str, dict[str, Any]], problems: list[str],
             continue
         cell, lost = {}, False
         for key, v in when.items():
-            hit = _match(grids, key, v)
+            hit = grid_match(grids, key, v)
             if hit:
                 cell[key] = hit[0]
             elif derived:
