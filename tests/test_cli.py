@@ -131,3 +131,40 @@ def test_console_script_exit_code(tmp_path):
                         str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("tuneable-gan: error: config file not found")
+
+
+def test_version_names_the_package_and_the_installed_libraries(capsys):
+    import re
+    from importlib.metadata import version
+    from pathlib import Path
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out.strip()
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"', pyproject, flags=re.M).group(1)
+    assert out.startswith(f"tuneable-gan {declared} (")
+    assert f"torch {version('torch')}" in out and f"ray {version('ray')}" in out
+
+
+def test_top_level_help_lists_every_command_and_its_examples_exist(capsys):
+    import re
+    import shlex
+    from pathlib import Path
+
+    from tuneable_gan.cli import COMMANDS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    listed = re.findall(r"^    (\w+) +\S", out, flags=re.M)
+    assert sorted(listed) == sorted(COMMANDS)
+    root = Path(__file__).parents[1]
+    examples = [shlex.split(ln) for ln in out.splitlines() if ln.startswith("  tuneable-gan ")]
+    assert len(examples) == 4
+    for argv in examples:
+        assert argv[1] in COMMANDS
+        for arg in argv[2:]:
+            if arg.startswith(("configs/", "search_spaces/")):
+                assert (root / arg).is_file(), arg

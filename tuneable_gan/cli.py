@@ -19,9 +19,43 @@ from tuneable_gan.errors import ConfigError, UserError
 EXIT_USER = 2
 
 
+_EPILOG = """\
+a sweep, then its report (the README's quickstart, about 8 minutes on 2 CPUs):
+  tuneable-gan sweep search_spaces/quickstart.yaml
+  tuneable-gan report results/quickstart
+
+one run, and a space checked before it runs:
+  tuneable-gan train configs/digits_diggan.yaml --out runs/digits
+  tuneable-gan validate search_spaces/sparsity.yaml
+
+'tuneable-gan COMMAND -h' lists a command's options; docs/ holds the methods and the design."""
+
+
+def _version() -> str:
+    """This package's version and the two libraries a result depends on most, read from the
+    installed metadata (importing torch or ray for a version string would take seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from tuneable_gan import __version__
+
+    def have(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (f"tuneable-gan {__version__} (torch {have('torch')}, ray {have('ray')}, "
+            f"Python {sys.version.split()[0]})")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tuneable-gan", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="tuneable-gan", epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Hyperparameter and ablation sweeps for data-efficient GAN training:\n"
+        "train one run, validate a config or a search space, sweep a space with Ray Tune\n"
+        "(resume it after an interruption), report an experiment as tables, plots and HTML.")
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("train", help="train one GAN run")
     t.add_argument("config", help="run config YAML")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
