@@ -9,7 +9,10 @@ the trial's own reports: the sample grids and ``best_config.yaml`` come from it,
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import pyarrow.fs as pafs
@@ -72,3 +75,16 @@ def best_checkpoint(experiment: str, rows: pd.DataFrame, metric: str) -> Found |
         if "checkpoint_dir_name" in rows else rows.iloc[0:0]
     step = int(last["step"].iloc[0]) if not last.empty else None
     return Found(fs, paths[-1], step, False)
+
+
+def read_state(fs: pafs.FileSystem, ckpt: str) -> tuple[dict[str, Any], Any]:
+    """(state, config) of a kept checkpoint on ``fs`` (local or remote), checksums verified
+    by ``tuneable_gan.checkpoint.read_checkpoint``; tensors on the CPU."""
+    from tuneable_gan.checkpoint import read_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in ("state.pt", "config.yaml"):  # a remote checkpoint is copied to read it
+            with fs.open_input_stream(f"{ckpt}/{f}") as src, open(os.path.join(tmp, f),
+                                                                   "wb") as dst:
+                dst.write(src.read())
+        return read_checkpoint(tmp, map_location="cpu")

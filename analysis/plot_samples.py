@@ -7,8 +7,6 @@ generator should be producing. Each generated panel names its trial and checkpoi
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
-from analysis.checkpoints import best_checkpoint
+from analysis.checkpoints import best_checkpoint, read_state
 from analysis.plot_base import MAX_CELLS, PlotResult, cell_colors, cells, plt, save_figure
 from analysis.stats import direction
 
@@ -30,14 +28,7 @@ def _samples(fs: pafs.FileSystem, ckpt: str, n: int = N_SAMPLES,
     run's config. ``cache``: training data already loaded, by data config."""
     import torch
 
-    from tuneable_gan.checkpoint import read_checkpoint
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for f in ("state.pt", "config.yaml"):  # works for remote checkpoints too
-            with fs.open_input_stream(f"{ckpt}/{f}") as src, open(os.path.join(tmp, f),
-                                                                   "wb") as dst:
-                dst.write(src.read())
-        state, cfg = read_checkpoint(tmp, map_location="cpu")
+    state, cfg = read_state(fs, ckpt)
     rng = torch.get_rng_state()  # building models draws from the global RNG: give it back
     try:
         # Instance priors need their stored features and fitted density: the trainer's.

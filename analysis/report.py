@@ -26,6 +26,7 @@ import yaml
 from analysis import (
     calibration,
     importance,
+    noise_floor,
     output,
     paper,
     pbt,
@@ -147,9 +148,11 @@ def _notes(attrs: dict[str, Any], stopped: int, at: int | None) -> list[str]:
 
 
 def build_report(experiment: str, out: str | None = None,
-                 baseline: dict[str, Any] | None = None, metric: str | None = None) -> Path:
+                 baseline: dict[str, Any] | None = None, metric: str | None = None,
+                 noise_sets: int = noise_floor.N_SETS) -> Path:
     """Write the report of ``experiment`` into ``out`` (default ``<experiment>/report/``; for
-    a remote URI, ``./report-<name>/``) and return the path of ``report.html``."""
+    a remote URI, ``./report-<name>/``) and return the path of ``report.html``.
+    ``noise_sets``: latent sets of the evaluation noise floor (below 2: not measured)."""
     t0 = time.perf_counter()
     df = collect(experiment)
     attrs = df.attrs
@@ -190,13 +193,19 @@ def build_report(experiment: str, out: str | None = None,
     aggs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     cmps: dict[str, pd.DataFrame | None] = {}
     for stem, step in readings:
-        agg = stats.aggregate(df, values, at_step=step)
-        tv = stats.trial_values(df, [metric], at_step=step)
-        cmp = stats.compare(df, baseline, metric, at_step=step) if factors else None
-        table = tables.ablation_table(agg, cmp)
+        aggs[stem] = (stats.aggregate(df, values, at_step=step),
+                      stats.trial_values(df, [metric], at_step=step))
+        cmps[stem] = stats.compare(df, baseline, metric, at_step=step) if factors else None
+    # The best configuration is what a finished trial reached when one did: a full-length run
+    # is the thing being reproduced; the common budget only when nothing finished.
+    best_from = "final" if (aggs["final"][0]["n"] > 0).any() else readings[-1][0]
+    best = _best(*aggs[best_from], metric)
+    floor, no_floor = noise_floor.noise_floor(str(attrs["experiment"]), best, df, metric,
+                                              noise_sets)
+    for stem, step in readings:
+        table = tables.ablation_table(aggs[stem][0], cmps[stem],
+                                      noise=floor.swamps if floor else None)
         tables.write_tables(table, dest, "ablation" if step is None else f"ablation_{stem}")
-        aggs[stem] = (agg, tv)
-        cmps[stem] = cmp
         title = "Ablation: final values" if step is None else f"Ablation: at step {step}"
         blocks += [("h2", title), ("table", table)]
     blocks += paper.section(df, protocol)
@@ -216,10 +225,6 @@ def build_report(experiment: str, out: str | None = None,
     # Whether the rungs (or, for FIFO, any early evaluation) ranked trials as the end did.
     blocks += calibration.section(df, metric, dest)
     blocks += pbt.section(df, metric, dest)
-    # The best configuration is what a finished trial reached when one did: a full-length run
-    # is the thing being reproduced; the common budget only when nothing finished.
-    best_from = "final" if (aggs["final"][0]["n"] > 0).any() else primary
-    best = _best(*aggs[best_from], metric)
     best_reading = "finished trials" if best_from == "final" else f"at step {at}, all trials"
 
     counts = last["status"].value_counts()
@@ -229,6 +234,10 @@ def build_report(experiment: str, out: str | None = None,
                            for fp in df.get("eval_protocol", pd.Series(dtype=object)).dropna()})
     said = verdict.verdict(agg, cmps[primary], metric, reading, int(attrs.get("seeds", 1)),
                            n_stopped, len(last), conditioning)
+    if floor is not None:
+        said += [x for x in (floor.sentence(), noise_floor.swamped(floor, cmps[primary])) if x]
+    else:
+        said.append(f"Evaluation noise floor: not measured ({no_floor}).")
     head: list[Block] = [
         ("h1", f"Sweep report: {attrs['name']}"),
         ("p", attrs.get("description") or ""),
@@ -261,6 +270,9 @@ def build_report(experiment: str, out: str | None = None,
                           f"{len(use)} usable trials ({reading})."))
     for f in figs:
         tail.append(("img", f) if f.png else ("p", f"{f.title}: skipped ({f.reason})."))
+    trials = tables.trials_table(df, metric)  # every trial, after the summaries it feeds
+    tables.write_tables(trials, dest, "trials")
+    tail += [("h2", "Trials"), ("table", trials)]
     if not errored.empty:
         tail += [("h2", "Errored trials"),
                  ("kv", [(r.trial_id, r.status_reason) for r in errored.itertuples()])]
@@ -345,9 +357,10 @@ def _html(doc: list[Block], name: str) -> str:
 
 
 def run(experiment: str, out: str | None = None, baseline: Sequence[str] = (),
-        metric: str | None = None) -> int:
+        metric: str | None = None, noise_sets: int = noise_floor.N_SETS) -> int:
     """``tuneable-gan report``: build the report and print where it is; returns 0."""
-    path = build_report(experiment, out, parse_baseline(baseline) if baseline else None, metric)
+    path = build_report(experiment, out, parse_baseline(baseline) if baseline else None, metric,
+                        noise_sets)
     for trial, problem in damaged_logs(trial_table(read_collected(path.parent / RESULTS))):
         print(f"tuneable-gan: warning: trial {trial}: {problem}", file=sys.stderr)
     print(f"report: {path}")
@@ -363,5 +376,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--baseline", nargs="+", default=[], metavar="KEY=VALUE")
     p.add_argument("--metric", default=None)
+    p.add_argument("--noise-floor", type=int, default=noise_floor.N_SETS, metavar="N")
     a = p.parse_args(argv)
-    return run(a.experiment, a.out, a.baseline, a.metric)
+    return run(a.experiment, a.out, a.baseline, a.metric, a.noise_floor)

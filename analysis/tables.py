@@ -14,6 +14,7 @@ none. The CSV names the interval's columns by what they are (``<v>_ci95_t_low``/
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pandas as pd
 
 from analysis import output
 from analysis.stats import direction, fmt_value, plain_value
+from tuneable_gan.constants import SEED_KEY as SEED_COLUMN
 
 _TEST_ABBR = {"paired t": "t", "Wilcoxon": "W"}
 N_COLUMN = "n (seeds)"
@@ -70,10 +72,13 @@ def _p(p: float) -> str:
 
 
 def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
-                   values: list[str] | None = None, *, spread: str = "std") -> Table:
+                   values: list[str] | None = None, *, spread: str = "std",
+                   noise: Callable[[float, int], bool] | None = None) -> Table:
     """Format ``agg`` (``stats.aggregate``) and, when given, its ``comparison``
     (``stats.compare``, same factors, same cell order). ``values``: value columns to show
-    (default all of ``agg``); ``spread``: "std" (mean ± std) or "ci" (mean [low, high])."""
+    (default all of ``agg``); ``spread``: "std" (mean ± std) or "ci" (mean [low, high]);
+    ``noise``: whether a Δ over n matched seeds is within the evaluation noise floor
+    (``noise_floor.Floor.swamps``); such a Δ is marked ``(noise)``."""
     if spread not in ("std", "ci"):
         raise ValueError(f"spread must be std or ci, got {spread!r}")
     factors = list(agg.attrs.get("factors", []))
@@ -122,6 +127,8 @@ def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
                 text += ["baseline", ""]
             else:
                 delta = "—" if pd.isna(c["delta"]) else f"{c['delta']:+.{dec['Δ']}f}"
+                if noise is not None and noise(float(c["delta"]), int(c["n_pairs"])):
+                    delta += " (noise)"
                 abbr = _TEST_ABBR.get(c["test"], "")
                 text += [delta, _p(c["p_holm"]) + (f" ({abbr})" if abbr else "")]
             marks += [False, False]
@@ -135,8 +142,49 @@ def ablation_table(agg: pd.DataFrame, comparison: pd.DataFrame | None = None,
                             "p", "p_holm") if c in comparison]
         raw = pd.concat([raw.reset_index(drop=True), comparison[keep].reset_index(drop=True)],
                         axis=1)
-    return Table(columns, rows, bold, raw, _caption(agg, comparison if has_cmp else None, spread),
-                 len(factors) + len(derived))
+    caption = _caption(agg, comparison if has_cmp else None, spread)
+    if has_cmp and noise is not None:
+        caption += (" (noise): |Δ| within what re-drawing the evaluation latents alone moves "
+                    "a difference over that many seeds (the noise floor, in the verdict).")
+    return Table(columns, rows, bold, raw, caption, len(factors) + len(derived))
+
+
+def _four(x: float) -> str:
+    return f"{x:.4g}" if pd.notna(x) and math.isfinite(x) else "—"
+
+
+def trials_table(df: pd.DataFrame, metric: str) -> Table:
+    """One row per trial (every status): its id, swept values, seed, status, the step it
+    reached, ``metric`` at its last report and its best over all reports, and its run time.
+    ``df``: ``collect``'s reports, one row per report."""
+    factors = [f for f in df.attrs.get("factors", []) if f in df]
+    sign = -1.0 if direction(metric) == "max" else 1.0
+    rows, raw = [], []
+    for tid, g in df.groupby("trial_id", sort=True):
+        last = g[g["last_report"]].iloc[-1] if g["last_report"].any() else g.iloc[-1]
+        vals = pd.to_numeric(g.get(metric), errors="coerce")
+        ok = vals[np.isfinite(vals)] if vals is not None else pd.Series(dtype=float)
+        best = float(ok.iloc[int(np.argmin(sign * ok.to_numpy()))]) if len(ok) else math.nan
+        value = pd.to_numeric(pd.Series([last.get(metric)]), errors="coerce").iloc[0]
+        time_s = pd.to_numeric(pd.Series([last.get("time_total_s")]), errors="coerce").iloc[0]
+        step = last.get("step")
+        rec = {"trial": str(tid), **{f: last[f] for f in factors},
+               "seed": last.get(SEED_COLUMN), "status": last.get("status"),
+               "step": None if pd.isna(step) else int(step), metric: value,
+               f"best {metric}": best, "time (s)": time_s}
+        raw.append(rec)
+        rows.append([rec["trial"], *(_fmt_factor(last[f]) for f in factors),
+                     "—" if pd.isna(rec["seed"]) else str(int(rec["seed"])),
+                     str(rec["status"]), "—" if rec["step"] is None else str(rec["step"]),
+                     _four(value), _four(best),
+                     "—" if pd.isna(time_s) else f"{time_s:.0f}"])
+    columns = ["trial", *(f.rsplit(".", 1)[-1] for f in factors), "seed", "status", "step",
+               metric, f"best {metric}", "time (s)"]
+    caption = (f"Every trial: its last report's {metric} and its best over all its reports "
+               "(a stopped trial's at the step it reached), wall time in Ray's "
+               "time_total_s.")
+    return Table(columns, rows, [[False] * len(columns) for _ in rows], pd.DataFrame(raw),
+                 caption, len(factors))
 
 
 def _ci_names(agg: pd.DataFrame, values: list[str]) -> dict[str, str]:

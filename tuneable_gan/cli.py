@@ -14,6 +14,7 @@ from typing import Any
 
 from tuneable_gan.clip import clip_line, clip_lines
 from tuneable_gan.config import expand_preset, flatten, parse_override, read_yaml
+from tuneable_gan.constants import NOISE_FLOOR_SETS
 from tuneable_gan.errors import ConfigError, UserError
 
 EXIT_USER = 2
@@ -82,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--baseline", nargs="*", default=[], metavar="KEY=VALUE",
                     help="the cell every other is compared with (default: none / weight 0)")
     rp.add_argument("--metric", help="the metric of the tables (default: the sweep's)")
+    rp.add_argument("--noise-floor", type=int, default=NOISE_FLOOR_SETS, metavar="N",
+                    help="re-score the best checkpoint on N independent evaluation latent sets "
+                    f"to state the metric's evaluation noise (default {NOISE_FLOOR_SETS}; "
+                    "0: skip)")
     r = sub.add_parser("resume", help="continue an interrupted sweep")
     r.add_argument("experiment", help="the experiment directory (<storage>/<name>)")
     r.add_argument("--address", help="Ray cluster address, or auto for the cluster on this machine "
@@ -276,7 +281,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the experiment's report (HTML, Markdown, tables, plots, parquet)."""
     from analysis.report import run
 
-    return run(args.experiment, args.out, args.baseline, args.metric)
+    return run(args.experiment, args.out, args.baseline, args.metric, args.noise_floor)
 
 
 COMMANDS = {"train": cmd_train, "validate": cmd_validate, "sweep": cmd_sweep,

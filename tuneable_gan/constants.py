@@ -37,3 +37,7 @@ def direction(metric: str) -> str | None:
     base metric; ``steps_per_s`` is a speed, not a result, and has none here), else None."""
     base = metric.removesuffix("_best")
     return None if base == "steps_per_s" else METRICS.get(base)
+
+# Independent evaluation latent sets the report re-scores the best checkpoint on to state the
+# metric's evaluation noise floor (``tuneable-gan report --noise-floor``; analysis.noise_floor).
+NOISE_FLOOR_SETS = 5

@@ -179,6 +179,8 @@ def test_report_writes_html_markdown_tables_parquet_and_plots(experiment, tmp_pa
     assert f"{SAMPLES}: skipped ({why})." in md.splitlines()
     assert f"<p>{SAMPLES}: skipped ({why}).</p>" in text
     assert not [p for p in _files(d) if "samples" in p]
+    assert ("Evaluation noise floor: not measured (the best trial kept no checkpoint)."
+            in md.splitlines())
     # ... and the best configuration is the config its best trial reported last.
     best = last.set_index("trial_id").loc[md.split("its best trial ")[1].split()[0]]
     written = yaml.safe_load((d / "best_config.yaml").read_text())
@@ -279,6 +281,8 @@ def test_live_sweep_collects_and_reports_with_samples(tmp_path):
     with fs.open_input_stream(f"{ckpt}/config.yaml") as f:
         assert (d / "best_config.yaml").read_bytes() == f.read()
     assert load_config(d / "best_config.yaml").train.steps == record.BASE["train.steps"]
+    # With checkpoints, the noise floor is measured at the best trial's best checkpoint.
+    assert f"Evaluation noise floor: one fixed generator (trial {best}, step " in md
 
 
 # -- statistics on hand-made frames --------------------------------------------------------------

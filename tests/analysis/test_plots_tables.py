@@ -311,3 +311,22 @@ def test_a_slice_without_a_baseline_cell_is_explained():
     d = table.columns.index("Δ fid")
     assert row[d:d + 2] == ["—", "—"]
     assert "Δ and p: — where no baseline cell shares the cell's other factors" in table.caption
+
+
+def test_the_trials_table_has_every_trial_with_its_last_and_best_metric(tmp_path):
+    from analysis.report import build_report
+
+    df = collect(RECORDED)
+    t = tables.trials_table(df, "fid")
+    assert t.columns == ["trial", "weight", "seed", "status", "step", "fid", "best fid",
+                         "time (s)"]
+    assert [r[0] for r in t.rows] == sorted(df["trial_id"].unique())
+    for row, (_, raw) in zip(t.rows, t.raw.iterrows()):
+        rows = [json for json in _result_rows(RECORDED / f"trial_{row[0]}") if "fid" in json]
+        # The oracle: the trial's own result.json lines.
+        assert row[4] == str(rows[-1]["step"]) or row[3] != "finished"
+        torch.testing.assert_close(raw["best fid"], min(r["fid"] for r in rows))
+        torch.testing.assert_close(raw["fid"], rows[-1]["fid"])
+    html = build_report(str(RECORDED), out=str(tmp_path / "rep")).read_text()
+    assert "<h2>Trials</h2>" in html and (tmp_path / "rep" / "trials.csv").is_file()
+    assert len(pd.read_csv(tmp_path / "rep" / "trials.csv")) == df["trial_id"].nunique()
