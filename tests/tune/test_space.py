@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from space_docs import BASE, GRID, VALID, load, write
 
 from tuneable_gan.config import from_dict
@@ -29,7 +30,7 @@ SHIPPED = {"quickstart": 6, "diggan_asha": 8, "diggan_lambda": 18, "pairing": 18
            "fewshot_stylegan2": 24, "cifar10_table1": 72,
            "cifar100_table2": 54, "regularizers_table10": 30, "pairing_table5": 18,
            "sparsity": 32, "sparsity_cifar10": 48, "instance_prior": 36,
-           "instance_prior_gpu": 18, "pbt_quickstart": 8}
+           "instance_prior_gpu": 18, "pbt_quickstart": 8, "low_data_methods": 60}
 
 
 def test_every_shipped_space_is_tested():
@@ -62,6 +63,26 @@ def test_quickstart_shape():
     names = {c["regularizer.weight"]: spec.trial_config(c).regularizer.name
              for c in spec.grid_cells()}
     assert names == {0.0: "none", 1000.0: "diggan"}
+
+
+def test_low_data_methods_shape():
+    from tuneable_gan.resolve import fill_defaults
+
+    spec = load_space(SPACES / "low_data_methods.yaml")
+    assert spec.seeds == 5 and spec.tune.scheduler.name == "fifo"
+    assert spec.baseline == {"regularizer.name": "none", "augment.diffaugment": ""}
+    seen = {}
+    for c in spec.grid_cells():
+        cfg = fill_defaults(spec.trial_config(c))
+        assert cfg.eval.nn and cfg.train.steps == 1000
+        seen[(c["data.fraction"], c["regularizer.name"], c["augment.diffaugment"])] = cfg
+    assert len(seen) == 12
+    for (frac, name, aug), cfg in seen.items():
+        p = 100 * frac  # the DigGAN reference's rule, p = percent of the data
+        if name == "diggan":
+            torch.testing.assert_close(cfg.regularizer.weight, 1e5 / p**2 if aug else 1e5 / p)
+        if name == "lecam":  # the reference's start 1000 is past a 1k-step run's end
+            assert cfg.regularizer.start == 100 and cfg.regularizer.weight == 0.3
 
 
 def test_diggan_asha_shape():
