@@ -53,6 +53,20 @@ class PlotResult:
         return next((p for p in self.paths if p.suffix == ".png"), None)
 
 
+def place_legend(ax: Any) -> None:
+    """The legend inside the axes for up to 4 short entries, else below them in two columns:
+    cell labels with three factors are long, and inside they cover the curves and the y
+    label (the figure is saved with a tight bounding box, so the legend below stays in)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if len(labels) <= 4 and max(len(x) for x in labels) <= 40:
+        ax.legend(fontsize=7)
+    else:
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                  frameon=False)
+
+
 def save_figure(fig: Any, out_dir: Path, name: str, svg: bool = True) -> list[Path]:
     """Write ``fig`` as ``name``.png (and .svg) into ``out_dir``, close it; the paths."""
     output.make_dir(out_dir)

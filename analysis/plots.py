@@ -28,6 +28,7 @@ from analysis.plot_base import (
     PlotResult,
     cell_colors,
     cells,
+    place_legend,
     plt,
     save_figure,
     y_scale,
@@ -91,8 +92,7 @@ def metric_vs_factor(tv: pd.DataFrame, out_dir: str | Path, key: str = "regulari
     ax.set_xlabel(key + (" (log)" if log else ""))
     ax.set_ylabel(value)
     ax.set_title(res.title, fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+    place_legend(ax)
     res.paths = save_figure(fig, Path(out_dir), name)
     return res
 
@@ -155,7 +155,7 @@ def learning_curves(df: pd.DataFrame, out_dir: str | Path, metric: str = "fid", 
     ax.set_ylabel(metric + (" (log)" if scale == "log" else ""))
     res.title += more
     ax.set_title(res.title, fontsize=10)
-    ax.legend(fontsize=7, ncol=1 if len(found) <= 4 else 2)
+    place_legend(ax)
     res.paths = save_figure(fig, Path(out_dir), res.name)
     return res
 
@@ -185,7 +185,7 @@ def dig_curves(df: pd.DataFrame, out_dir: str | Path, *,
     ax.set_ylabel("DIG (log)")
     res.title += more
     ax.set_title(res.title, fontsize=10)
-    ax.legend(fontsize=7)
+    place_legend(ax)
     res.paths = save_figure(fig, Path(out_dir), res.name)
     return res
 
