@@ -52,6 +52,17 @@ def test_shipped_space_loads_with_hand_counted_trials(stem, trials):
         assert train.steps <= 40 and train.eval_every <= 10
 
 
+@pytest.mark.parametrize("stem", sorted(SHIPPED))
+def test_low_data_image_spaces_report_memorisation(stem):
+    """A low FID that copies the training set must be visible: every shipped space that trains
+    on 10% of a dataset or less, in any cell, evaluates the nearest-neighbour columns."""
+    spec = load_space(SPACES / f"{stem}.yaml")
+    for c in spec.grid_cells():
+        cfg = spec.trial_config(c)
+        if cfg.data.fraction <= 0.1 and cfg.data.name == "digits":
+            assert cfg.eval.nn, (stem, c)
+
+
 def test_quickstart_shape():
     spec = load_space(SPACES / "quickstart.yaml")
     assert spec.name == "quickstart" and spec.seeds == 3
