@@ -66,6 +66,7 @@ def verdict(agg: pd.DataFrame, cmp: pd.DataFrame | None, metric: str, reading: s
                    "run. Run more seeds before drawing a conclusion.")
     elif n_best < seeds:
         out.append(f"Warning: the best cell has {n_best} of its {seeds} seeds in this reading.")
+    out += _memorisation(have, factors)
     if len(conditioning) > 1:
         out.append("Note: the cells' protocols differ in their conditioning ("
                    + "; ".join(conditioning) + "): the measurement is the same, the "
@@ -116,3 +117,22 @@ def _against_baseline(cmp: pd.DataFrame, best_cell: dict[str, Any], factors: lis
                    f"cell(s) tested: " + "; ".join(said(r) for _, r in significant.iterrows())
                    + ".")
     return out
+
+
+def _memorisation(have: pd.DataFrame, factors: list[str]) -> list[str]:
+    """A sentence on copying when the sweep measured it (eval.nn): the cells whose nn_ratio
+    (fakes' nearest-neighbour distance to the training images over held-out reals') lies below
+    1 with its whole 95% interval."""
+    if "nn_ratio_mean" not in have or not have["nn_ratio_mean"].notna().any():
+        return []
+    hi = have["nn_ratio_ci_high"].where(have["nn_ratio_ci_high"].notna(), have["nn_ratio_mean"])
+    copying = have[hi < 1.0]
+    if copying.empty:
+        return ["Memorisation (eval.nn): no cell's samples sit closer to the training images "
+                "than held-out real images do (nn_ratio below 1 with its 95% interval)."]
+    cells = "; ".join(f"{stats.cell_label(_cell(r, factors)) or 'the only configuration'} "
+                      f"(nn_ratio {_fmt(float(r['nn_ratio_mean']))})"
+                      for _, r in copying.iterrows())
+    return [f"Memorisation (eval.nn): the samples of {cells} sit closer to the training images "
+            "than held-out real images do (nn_ratio below 1 with its 95% interval): part of "
+            "a low FID there is copying."]

@@ -125,3 +125,24 @@ def test_importance_is_refused_where_the_design_cannot_support_it():
     imp, why = importance.importance(df, "fid")
     assert why == ("needs at least 6 distinct cells among the usable trials, has 4: too few "
                    "to apportion variance")
+
+
+def test_memorisation_names_the_cells_whose_whole_interval_is_below_one():
+    df = frame(_trials({0.0: [5.0, 5.2, 5.1], 1e3: [6.0, 6.1, 6.2], 1e4: [6.0, 6.1, 6.3]}))
+    ratios = {0.0: [0.70, 0.80, 0.75], 1e3: [0.90, 1.05, 1.00], 1e4: [1.1, 1.2, 1.3]}
+    df["nn_ratio"] = [ratios[w][s] for w, s in zip(df["regularizer.weight"], df["train.seed"])]
+    agg = stats.aggregate(df, ["fid", "nn_ratio"])
+    said = verdict.verdict(agg, None, "fid", "finished trials", 3, 0, len(df), ["none"])
+    hi = stats.t_interval(ratios[1e3])[1]
+    assert hi > 1.0  # 1e3's mean is below 1, its interval is not: not named
+    line = [x for x in said if x.startswith("Memorisation")]
+    assert line == ["Memorisation (eval.nn): the samples of weight=0 (nn_ratio 0.75) sit closer "
+                    "to the training images than held-out real images do (nn_ratio below 1 "
+                    "with its 95% interval): part of a low FID there is copying."]
+    df["nn_ratio"] = 1.2
+    said = verdict.verdict(stats.aggregate(df, ["fid", "nn_ratio"]), None, "fid",
+                           "finished trials", 3, 0, len(df), ["none"])
+    assert [x for x in said if x.startswith("Memorisation")][0].startswith(
+        "Memorisation (eval.nn): no cell's samples")
+    assert not [x for x in _say(frame(_trials({0.0: [5.0, 5.1]})), {"regularizer.weight": 0.0})
+                if x.startswith("Memorisation")]
