@@ -1,4 +1,5 @@
-"""R1, R2, GP and DRAGAN against independent hand computations (docs/methods.md 4.2; LeCam: test_lecam.py).
+"""R1, R2, GP and DRAGAN against independent hand computations (docs/methods.md 4.2; LeCam
+has test_lecam.py).
 
 The tiny Ds have closed-form input gradients:
 - QuadD:   D_c(x, y) = 0.5 * c * (1 + y) * ||x||^2  ->  grad_x = c * (1 + y) * x   (y = 0 if None)
