@@ -51,6 +51,8 @@ def verdict(agg: pd.DataFrame, cmp: pd.DataFrame | None, metric: str, reading: s
     best = have.sort_values(mean, ascending=lower).iloc[0]
     best_cell = _cell(best, factors)
     n_best = int(best["n"])
+    if cmp is not None and not cmp.empty:
+        out += headline(cmp, factors, metric, lower)
     out.append(f"Best cell by mean {metric} ({reading}, {better} is better): "
                f"{stats.cell_label(best_cell) or 'the only configuration'}, "
                f"{metric} {_fmt(best[mean])} over {n_best} of {seeds} seed(s).")
@@ -72,6 +74,35 @@ def verdict(agg: pd.DataFrame, cmp: pd.DataFrame | None, metric: str, reading: s
                    + "; ".join(conditioning) + "): the measurement is the same, the "
                    "generators are conditioned differently.")
     return out
+
+
+def headline(cmp: pd.DataFrame, factors: list[str], metric: str, lower: bool) -> list[str]:
+    """The answer first, in one sentence: did the most favourable cell beat the baseline on
+    this run, by how much (95% interval over matched seeds) and how sure (Holm p)."""
+    base = cmp.attrs.get("baseline_label", "the baseline")
+    rows = cmp[~cmp["is_baseline"] & cmp["delta"].notna()]
+    if rows.empty:
+        return [f"Answer: no cell could be compared with the baseline ({base}) over matched "
+                "seeds."]
+    sign = 1.0 if lower else -1.0  # favourable = lower metric when lower is better
+    r = rows.iloc[int((sign * rows["delta"].astype(float)).to_numpy().argmin())]
+    cell = stats.cell_label(_cell(r, factors))
+    delta, n, ph = float(r["delta"]), int(r["n_pairs"]), float(r["p_holm"])
+    lo, hi = float(r.get("delta_lo", math.nan)), float(r.get("delta_hi", math.nan))
+    ci = f" (95% CI [{_fmt(lo)}, {_fmt(hi)}])" if math.isfinite(lo) else ""
+    by = f"{metric} {delta:+.3g}{ci} over {n} matched seed(s)"
+    sure = (f"Holm-corrected p = {_fmt(ph)}" if math.isfinite(ph) else
+            "no test (fewer than 2 matched seeds)")
+    significant = math.isfinite(ph) and ph < ALPHA
+    if sign * delta < 0 and significant:
+        return [f"Answer: yes, {cell} beat the baseline ({base}) on this run: {by}; {sure}, "
+                f"significant at {ALPHA}."]
+    if sign * delta < 0:
+        return [f"Answer: no cell beat the baseline ({base}) beyond seed-to-seed noise; the "
+                f"best, {cell}, is {by}; {sure}, not significant at {ALPHA}."]
+    worse = "significantly" if significant else "not significantly"
+    return [f"Answer: no, no cell beat the baseline ({base}) on this run; the closest, {cell}, "
+            f"is worse by {by}; {sure} ({worse} worse)."]
 
 
 def _against_baseline(cmp: pd.DataFrame, best_cell: dict[str, Any], factors: list[str],

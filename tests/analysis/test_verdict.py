@@ -47,19 +47,31 @@ def test_a_clear_win_is_named_with_its_interval_test_and_holm_p():
     d = np.subtract(diggan, base)
     lo, hi = stats.t_interval(d)
     p = st.ttest_rel(diggan, base).pvalue
-    assert said[0] == ("Best cell by mean fid (finished trials, lower is better): weight=1000, "
+    # The answer first: who beat the baseline, by how much, how sure.
+    assert said[0] == (f"Answer: yes, weight=1000 beat the baseline (weight=0) on this run: fid "
+                       f"{d.mean():+.3g} (95% CI [{lo:.3g}, {hi:.3g}]) over 4 matched seed(s); "
+                       f"Holm-corrected p = {p:.3g}, significant at 0.05.")
+    assert said[1] == ("Best cell by mean fid (finished trials, lower is better): weight=1000, "
                        f"fid {np.mean(diggan):.3g} over 4 of 4 seed(s).")
-    assert said[1] == (f"Against the baseline (weight=0) over 4 matched seed(s): fid "
+    assert said[2] == (f"Against the baseline (weight=0) over 4 matched seed(s): fid "
                        f"{d.mean():+.3g}, 95% CI [{lo:.3g}, {hi:.3g}]; paired t test p = "
                        f"{p:.3g}, Holm-corrected p = {p:.3g}.")
-    assert said[2].startswith("Significant at 0.05 after Holm's correction over the 1 cell(s) "
+    assert said[3].startswith("Significant at 0.05 after Holm's correction over the 1 cell(s) "
                               "tested: weight=1000 is better than the baseline (fid -2, p_holm")
-    assert len(said) == 3  # no warnings: 4 seeds, nothing stopped, one protocol
+    assert len(said) == 4  # no warnings: 4 seeds, nothing stopped, one protocol
 
 
 def test_noise_is_called_noise():
-    df = frame(_trials({0.0: [5.0, 4.0, 6.0], 1e3: [4.9, 4.6, 5.8]}))
+    base, diggan = [5.0, 4.0, 6.0], [4.9, 4.2, 5.6]
+    df = frame(_trials({0.0: base, 1e3: diggan}))
     said = _say(df, {"regularizer.weight": 0.0})
+    d = np.subtract(diggan, base)
+    lo, hi = stats.t_interval(d)
+    p = st.ttest_rel(diggan, base).pvalue
+    assert said[0] == ("Answer: no cell beat the baseline (weight=0) beyond seed-to-seed noise; "
+                       f"the best, weight=1000, is fid {d.mean():+.3g} (95% CI [{lo:.3g}, "
+                       f"{hi:.3g}]) over 3 matched seed(s); Holm-corrected p = {p:.3g}, not "
+                       "significant at 0.05.")
     assert said[-1] == ("No difference from the baseline is significant at 0.05 after Holm's "
                         "correction over the 1 cell(s) tested: at this number of seeds the "
                         "differences are within seed-to-seed noise.")
@@ -78,8 +90,10 @@ def test_one_seed_and_early_stopping_are_said_plainly():
         {"cell": {"regularizer.weight": 1e3}, "seed": 1, "status": "stopped", "fids": [9.0]}]
     df = frame(trials)
     said = _say(df, {"regularizer.weight": 0.0}, seeds=2, stopped=1)
-    assert "over 1 of 2 seed(s)" in said[0]
-    assert said[1].endswith("(one matched seed: no interval); no test (fewer than 2 matched "
+    assert said[0].endswith("over 1 matched seed(s); no test (fewer than 2 matched seeds), "
+                            "not significant at 0.05.")
+    assert "over 1 of 2 seed(s)" in said[1]
+    assert said[2].endswith("(one matched seed: no interval); no test (fewer than 2 matched "
                             "seeds).")
     assert any(s.startswith("Early stopping removed 1 of 4 trials") for s in said)
     assert said[-1].startswith("Warning: the best cell's fid rests on one seed")
@@ -88,8 +102,11 @@ def test_one_seed_and_early_stopping_are_said_plainly():
 def test_the_baseline_winning_and_different_conditioning_are_said():
     df = frame(_trials({0.0: [3.0, 3.1, 3.2], 1e3: [5.0, 5.2, 5.1]}))
     said = _say(df, {"regularizer.weight": 0.0}, conditioning=("none", "prior=digits"))
-    assert said[1] == "The best cell is the baseline (weight=0): no other cell beats it."
-    assert said[2].startswith("Significant at 0.05 after Holm's correction over the 1 cell(s) "
+    assert said[0].startswith("Answer: no, no cell beat the baseline (weight=0) on this run; the "
+                              "closest, weight=1000, is worse by fid +2 (95% CI [")
+    assert said[0].endswith("(significantly worse).")
+    assert said[2] == "The best cell is the baseline (weight=0): no other cell beats it."
+    assert said[3].startswith("Significant at 0.05 after Holm's correction over the 1 cell(s) "
                               "tested: weight=1000 is worse than the baseline (fid +2, p_holm")
     assert said[-1].startswith("Note: the cells' protocols differ in their conditioning "
                                "(none; prior=digits)")
@@ -105,7 +122,8 @@ def test_a_report_opens_with_its_verdict_and_uses_the_declared_baseline(tmp_path
     md = (build_report(str(exp)).parent / "report.md").read_text()
     lines = md.splitlines()
     assert lines[0] == "# Sweep report: tiny" and lines[2] == "## Verdict"
-    assert lines[4].startswith("Best cell by mean fid (finished trials, lower is better): ")
+    assert lines[4].startswith("Answer: ") and "baseline (weight=10)" in lines[4]
+    assert lines[6].startswith("Best cell by mean fid (finished trials, lower is better): ")
     assert "| baseline | weight=10 |" in md
 
 
