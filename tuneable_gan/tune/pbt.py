@@ -49,7 +49,8 @@ class Clip:
 def population_based(name: str, p: dict[str, Any]) -> TrialScheduler:
     """PBT or PB2 over ``p`` (``space_pbt.parse_pbt``'s settings)."""
     common = {"time_attr": "step", "perturbation_interval": p["perturbation_interval"],
-              "quantile_fraction": p["quantile_fraction"], "log_config": True,
+              "quantile_fraction": p["quantile_fraction"], "synch": p["synch"],
+              "log_config": True,
               "require_attrs": True}
     muts = p["mutations"]
     if name == "pb2":
