@@ -40,8 +40,7 @@ def sweep_doc(tmp_path: Path) -> dict:
     and 4 and clones the bottom one from a top one at each. Ray's default (asynchronous) ranks
     a trial against the other live trials' last scores: 2 runs of 48 exploited none (and
     one such run failed CI)."""
-    d = doc(tmp_path, synch=True)
-    return d
+    return doc(tmp_path, synch=True)
 
 
 def problems(d: dict) -> list[str]:
