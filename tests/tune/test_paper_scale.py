@@ -46,6 +46,7 @@ def test_paper_space_runs_under_smoke(stem, archives, random_inception, ray_2cpu
     assert results.num_errors == 0 and len(results) == spec.expected_trials() <= 4
     for r in results:
         assert r.metrics["step"] == 4 and torch.isfinite(torch.tensor(r.metrics["fid_best"]))
+        assert torch.isfinite(torch.tensor(r.metrics["nn_fake"]))  # the memorisation columns
         assert r.metrics["eval_protocol"].startswith("inception-")
         # each cell ran its own recipe: the SNGAN cells of Table 1 the sngan_cifar preset's
         sngan = r.metrics["model.arch"] == "sngan"

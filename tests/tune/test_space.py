@@ -55,11 +55,12 @@ def test_shipped_space_loads_with_hand_counted_trials(stem, trials):
 @pytest.mark.parametrize("stem", sorted(SHIPPED))
 def test_low_data_image_spaces_report_memorisation(stem):
     """A low FID that copies the training set must be visible: every shipped space that trains
-    on 10% of a dataset or less, in any cell, evaluates the nearest-neighbour columns."""
+    on 20% of a dataset or less, in any cell, evaluates the nearest-neighbour columns (on the
+    datasets with a test split of their own, whose images are the held-out yardstick)."""
     spec = load_space(SPACES / f"{stem}.yaml")
     for c in spec.grid_cells():
         cfg = spec.trial_config(c)
-        if cfg.data.fraction <= 0.1 and cfg.data.name == "digits":
+        if cfg.data.fraction <= 0.2 and cfg.data.name in ("digits", "cifar10", "cifar100"):
             assert cfg.eval.nn, (stem, c)
 
 
