@@ -66,15 +66,10 @@ from tuneable_gan.tune.space_checks import (
 )
 from tuneable_gan.tune.space_paper import PaperSpec, parse_paper
 from tuneable_gan.tune.space_parse import (
-    ASHA_SCHEDULERS,
     MAX_COMBOS,
     SAMPLE_KEY,
     SAMPLED,
     SEED_KEY,
-    SMOKE_EVAL_SAMPLES,
-    SMOKE_EVERY,
-    SMOKE_PINNED,
-    SMOKE_STEPS,
     TRIAL_INDEX,
     TUNE_KEYS,
     SchedulerSpec,
@@ -90,7 +85,7 @@ from tuneable_gan.tune.space_parse import (
     probe_values,
     set_nested,
 )
-from tuneable_gan.tune.space_pbt import PBT_SCHEDULERS
+from tuneable_gan.tune.space_smoke import smoke_doc
 
 __all__ = ["CellRule", "SchedulerSpec", "SweepSpec", "TiedSample", "TrialBase", "TuneSpec",
            "expand_grid", "load_space", "spec_from_dict", "trial_config"]
@@ -293,51 +288,8 @@ class SweepSpec:
 
     def smoke(self) -> SweepSpec:
         """A copy that runs in about a minute on a laptop, named ``{name}-smoke`` so its results
-        never mix with the real sweep's. Exactly: train.steps -> min(steps, 40); eval_every and
-        checkpoint_every -> min(10, steps); eval.num_samples -> min(n, 200); axes on those four
-        keys are dropped; seeds -> 1; the first two grid axes keep their first 2 values and any
-        further grid axis its first value (at most 4 grid cells); num_samples -> 1
-        (random/grid) or 2 (optuna, or a PBT/PB2 population); ASHA (asha, seed_asha)
-        grace_period -> 1 (and max_t, if set, -> at most the smoke run's report count); PBT/PB2
-        perturbation_interval -> the smoke's eval cadence; a set sparsity.round_steps ->
-        min(round_steps, the smoke's train.steps). The caps are written into the base as
-        explicit keys (so no preset, the base's or a rule's, can undo them) and into every
-        rule that sets one of those keys (capped the same way, a rule's cadence and rounds by
-        its own capped train.steps when it sets one); rules whose cells the shortened grids
-        lost are dropped. Everything else is kept."""
-        doc = self.to_dict()
-        base = self.base
-        steps = min(base.train.steps, SMOKE_STEPS)
-        doc["base"].update(_smoke_caps(base.flat(), steps))
-        for rule in doc.get("cells", []):
-            vals = rule["set"]
-            own = min(vals["train.steps"], SMOKE_STEPS) if "train.steps" in vals else steps
-            caps = _smoke_caps(vals, own)
-            # A rule's shorter run also gets its own (shorter) cadence.
-            vals.update({k: v for k, v in caps.items() if k in vals or (
-                "train.steps" in vals and v < min(SMOKE_EVERY, steps))})
-        space = {k: ax for k, ax in doc["space"].items()
-                 if k not in SMOKE_PINNED and "seeds" not in ax}
-        grids = [k for k, ax in space.items() if "grid" in ax]
-        doc["space"] = {k: {"grid": ax["grid"][:2 if grids.index(k) < 2 else 1]}
-                        if "grid" in ax else ax for k, ax in space.items()}
-        t = doc["tune"]
-        pbt = isinstance(t["scheduler"], dict) and next(iter(t["scheduler"])) in PBT_SCHEDULERS
-        # A population of one never exploits: PBT keeps two.
-        t["num_samples"] = 2 if t["search"] == "optuna" or pbt else 1
-        name = next(iter(t["scheduler"])) if isinstance(t["scheduler"], dict) else None
-        if name in ASHA_SCHEDULERS:
-            asha = t["scheduler"][name]
-            asha["grace_period"] = 1
-            if "max_t" in asha:
-                asha["max_t"] = min(asha["max_t"], math.ceil(steps / min(SMOKE_EVERY, steps)))
-        elif name in PBT_SCHEDULERS:  # perturb at every smoke evaluation
-            pbt = t["scheduler"][name]
-            pbt["perturbation_interval"] = min(SMOKE_EVERY, steps)
-            if "burn_in_period" in pbt:
-                pbt["burn_in_period"] = 0
-        doc["name"] = f"{self.name}-smoke"
-        return _build(doc, Path(self.source), derived=True)
+        never mix with the real sweep's (what shrinks and how: ``space_smoke.smoke_doc``)."""
+        return _build(smoke_doc(self.to_dict(), self.base), Path(self.source), derived=True)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a plain document (``spec_from_dict`` reads it back into an equal spec)."""
@@ -460,17 +412,3 @@ def _build(doc: dict[str, Any], source: Path, base_dir: Path | None = None,
                      description=str(doc.get("description") or ""), base_doc=base_doc,
                      cells=cells, baseline=baseline, paper=paper,
                      warnings=tuple(f"{source.name}: {w}" for w in warnings))
-
-
-def _smoke_caps(values: dict[str, Any], steps: int) -> dict[str, Any]:
-    """The smoke's values for a run of ``steps`` (already capped) G steps: train.steps,
-    eval_every and checkpoint_every always, eval.num_samples and a set sparsity.round_steps
-    when ``values`` (a base's or a rule's) hold them."""
-    every = min(SMOKE_EVERY, steps)
-    out: dict[str, Any] = {"train.steps": steps, "train.eval_every": every,
-                           "train.checkpoint_every": every}
-    if "eval.num_samples" in values:
-        out["eval.num_samples"] = min(values["eval.num_samples"], SMOKE_EVAL_SAMPLES)
-    if values.get("sparsity.round_steps") is not None:  # ticket rounds shrink with the steps
-        out["sparsity.round_steps"] = min(values["sparsity.round_steps"], steps)
-    return out
