@@ -156,18 +156,18 @@ def ray_2cpu(tmp_path_factory):
 def random_digits_cache(root: Path) -> Path:
     """A cache directory whose digits classifier is a seeded random DigitsCNN (training the real
     one takes ~15 s): FID and features are well defined, just not meaningful."""
-    from tuneable_gan import extractors
+    from tuneable_gan import digits_cnn
 
-    def random_classifier() -> tuple[extractors.DigitsCNN, float]:
+    def random_classifier() -> tuple[digits_cnn.DigitsCNN, float]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            net = extractors.DigitsCNN().eval().requires_grad_(False)
+            net = digits_cnn.DigitsCNN().eval().requires_grad_(False)
             net.normalise_features(torch.rand(64, 1, 16, 16) * 2 - 1)
         return net, math.nan
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(extractors, "train_digits_classifier", random_classifier)
-        extractors.ensure_digits_classifier(root)
+        mp.setattr(digits_cnn, "train_digits_classifier", random_classifier)
+        digits_cnn.ensure_digits_classifier(root)
     return root
 
 

@@ -29,14 +29,13 @@ from torch.utils.data import Dataset
 
 from tuneable_gan import metrics
 from tuneable_gan.config import DataConfig, EvalConfig, ModelConfig, from_dict
-from tuneable_gan.data import RealData, load_data
-from tuneable_gan.errors import ConfigError
-from tuneable_gan.extractors import (
+from tuneable_gan.data import RealData, load_data, to_uint8
+from tuneable_gan.digits_cnn import (
     DIGITS_FIDELITY_NAME,
     DigitsFeatureExtractor,
     digits_classifier_path,
-    to_uint8,
 )
+from tuneable_gan.errors import ConfigError
 from tuneable_gan.metrics import Evaluator, eval_protocol
 from tuneable_gan.models import DataSpec, build_models
 from tuneable_gan.resolve import resolve

@@ -19,15 +19,14 @@ from conftest import ReplayG, random_digits_cache
 from torch import Tensor
 
 from tuneable_gan.config import DataConfig, EvalConfig
-from tuneable_gan.data import load_data
-from tuneable_gan.errors import ConfigError
-from tuneable_gan.extractors import (
+from tuneable_gan.data import load_data, to_uint8
+from tuneable_gan.digits_cnn import (
     DigitsFeatureExtractor,
     digits_classifier_path,
     load_digits_classifier,
     preprocess_digits,
-    to_uint8,
 )
+from tuneable_gan.errors import ConfigError
 from tuneable_gan.memorisation import held_out, nearest_distances
 from tuneable_gan.metrics import Evaluator
 

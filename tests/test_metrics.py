@@ -20,13 +20,13 @@ from torch import Tensor, nn
 from tuneable_gan import metrics
 from tuneable_gan.config import DataConfig, EvalConfig
 from tuneable_gan.data import RealData, load_data
-from tuneable_gan.errors import ConfigError, UserError
-from tuneable_gan.extractors import (
-    INCEPTION_FILE,
+from tuneable_gan.digits_cnn import (
     DigitsFeatureExtractor,
     digits_classifier_path,
     load_digits_classifier,
 )
+from tuneable_gan.errors import ConfigError, UserError
+from tuneable_gan.extractors import INCEPTION_FILE
 from tuneable_gan.metrics import Evaluator, eval_protocol
 from tuneable_gan.sample_metrics import modes_covered, wasserstein1
 

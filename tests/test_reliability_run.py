@@ -23,8 +23,8 @@ from tuneable_gan import checkpoint, run_dir
 from tuneable_gan.checkpoint import read_checkpoint
 from tuneable_gan.cli import main
 from tuneable_gan.config import from_dict
+from tuneable_gan.digits_cnn import DigitsCNN, ensure_digits_classifier
 from tuneable_gan.errors import DiskFullError
-from tuneable_gan.extractors import DigitsCNN, ensure_digits_classifier
 from tuneable_gan.tickets import TicketStore
 from tuneable_gan.trainer import GANTrainer
 
@@ -335,7 +335,7 @@ def test_full_disk_at_tickets_and_the_extractor_cache_is_one_line(tmp_path, monk
     assert sorted(p.name for p in (tmp_path / "tickets/dcgan-0123").iterdir()) == []
     monkeypatch.undo()
 
-    monkeypatch.setattr("tuneable_gan.extractors.train_digits_classifier",
+    monkeypatch.setattr("tuneable_gan.digits_cnn.train_digits_classifier",
                         lambda: (DigitsCNN(), 0.5))  # the write is what is tested
     monkeypatch.setattr("tuneable_gan.disk.os.fdopen", _enospc)  # the cache write
     with pytest.raises(DiskFullError) as e:

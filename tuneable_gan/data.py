@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from tuneable_gan.config import DataConfig
-from tuneable_gan.datasets import DATASETS, RealData, resize_images
+from tuneable_gan.datasets import DATASETS, RealData, resize_images, to_uint8
 
-__all__ = ["DATASETS", "RealData", "Sampler", "fraction_indices", "load_data", "resize_images"]
+__all__ = ["DATASETS", "RealData", "Sampler", "fraction_indices", "load_data", "resize_images",
+           "to_uint8"]
 
 def fraction_indices(n: int, fraction: float, seed: int, how: str = "random") -> np.ndarray:
     """Indices of a ``fraction`` subset of ``n`` items, k = max(1, int(n * fraction)).

@@ -32,8 +32,8 @@ from torch.utils.data import Dataset
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from tuneable_gan.config import DataConfig
-from tuneable_gan.data import load_data
-from tuneable_gan.extractors import Prepared, to_uint8
+from tuneable_gan.data import load_data, to_uint8
+from tuneable_gan.extractors import Prepared
 
 NN_BLOCK = 2048  # rows per side of one distance block: at most NN_BLOCK^2 float64 at a time
 NN_KEYS = ("nn_fake", "nn_real", "nn_ratio")

@@ -67,16 +67,11 @@ from torch import Tensor, nn
 from torch_fidelity.generative_model_base import GenerativeModelBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from tuneable_gan.cache_files import short_hash
 from tuneable_gan.config import DataConfig, EvalConfig
-from tuneable_gan.data import RealData, load_data
+from tuneable_gan.data import RealData, load_data, to_uint8
 from tuneable_gan.errors import ConfigError
-from tuneable_gan.extractors import (
-    EXTRACTORS,
-    Prepared,
-    default_extractor,
-    short_hash,
-    to_uint8,
-)
+from tuneable_gan.extractors import EXTRACTORS, Prepared, default_extractor
 from tuneable_gan.memorisation import NN_KEYS, ImageRows, MemorisationCheck
 from tuneable_gan.models.spectral import generate_chunks, sampling
 from tuneable_gan.sample_metrics import (

@@ -31,8 +31,9 @@ from tuneable_gan.augment import parse_policy
 from tuneable_gan.checkpoint import load_init_weights
 from tuneable_gan.config import Config, DataConfig, EvalConfig, ModelConfig, PriorConfig
 from tuneable_gan.data import fraction_indices, load_data
+from tuneable_gan.digits_cnn import digits_classifier_path
 from tuneable_gan.errors import ConfigError, DataError, UserError
-from tuneable_gan.extractors import digits_classifier_path, inception_weights
+from tuneable_gan.extractors import inception_weights
 from tuneable_gan.losses import LOSSES
 from tuneable_gan.metrics import Evaluator, cache_root, check_compatible
 from tuneable_gan.models import DataSpec, build_models

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tuneable_gan.config import PriorConfig
-from tuneable_gan.extractors import DigitsCNN, preprocess_digits, to_uint8
+from tuneable_gan.data import to_uint8
+from tuneable_gan.digits_cnn import DigitsCNN, preprocess_digits
 from tuneable_gan.prior import network_tag, prior_bank
 from tuneable_gan.prior import networks as nets
 

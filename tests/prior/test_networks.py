@@ -15,9 +15,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from tuneable_gan.cache_files import file_hash
 from tuneable_gan.config import PRIOR_NETWORK_NAMES, PriorConfig
+from tuneable_gan.data import to_uint8
+from tuneable_gan.digits_cnn import DigitsCNN, preprocess_digits
 from tuneable_gan.errors import ConfigError, UserError
-from tuneable_gan.extractors import DigitsCNN, file_hash, preprocess_digits, to_uint8
 from tuneable_gan.prior import PRIOR_NETWORKS, build_prior_network, network_tag
 from tuneable_gan.prior import networks as nets
 

@@ -11,6 +11,7 @@ Importing the package registers every loader; ``tuneable_gan.data`` imports it f
 from __future__ import annotations
 
 from tuneable_gan.datasets import builtin, cifar, faces, folder
-from tuneable_gan.datasets.base import DATASETS, RealData, resize_images
+from tuneable_gan.datasets.base import DATASETS, RealData, resize_images, to_uint8
 
-__all__ = ["DATASETS", "RealData", "builtin", "cifar", "faces", "folder", "resize_images"]
+__all__ = ["DATASETS", "RealData", "builtin", "cifar", "faces", "folder", "resize_images",
+           "to_uint8"]

@@ -1,4 +1,5 @@
-"""What every dataset shares: the in-memory split type, the ``DATASETS`` registry and resizing.
+"""What every dataset shares: the in-memory split type, the ``DATASETS`` registry, resizing
+and the uint8 quantisation every evaluated image goes through.
 
 A loader is registered under its ``data.name`` and maps ``(DataConfig, split)`` to a
 ``RealData``; ``tuneable_gan.data.load_data`` looks it up and applies the fraction subset.
@@ -62,3 +63,12 @@ def resize_images(x: torch.Tensor, resolution: int) -> torch.Tensor:
     shrink = resolution < max(x.shape[-2:])
     return F.interpolate(x, size=(resolution, resolution), mode="bilinear",
                          align_corners=False, antialias=shrink)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float images (N, C, H, W) -> uint8 (N, 3, H, W) in [0, 255], gray repeated to RGB.
+
+    Real and generated images both go through here, so quantisation can never tell them apart.
+    """
+    x = ((x.float() + 1.0) * 127.5).round().clamp(0.0, 255.0).to(torch.uint8)
+    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tuneable_gan.cache_files import file_lock, short_hash
 from tuneable_gan.config import PriorConfig
 from tuneable_gan.disk import write_atomic, writing
-from tuneable_gan.extractors import file_lock, short_hash
 from tuneable_gan.metrics import cache_root
 from tuneable_gan.prior.networks import build_prior_network, network_tag
 

@@ -4,7 +4,7 @@ Every entry maps ``(PriorConfig, cache_dir)`` to a ``PriorNet``: a frozen module
 images in [-1, 1] (N, C, H, W) to features (N, dim), doing its own preprocessing, and a ``tag``
 naming the architecture and the weights (a hash), which keys the cached feature bank.
 
-* ``digits``: the project's digits classifier (``extractors.ensure_digits_classifier``), its 128
+* ``digits``: the project's digits classifier (``digits_cnn.ensure_digits_classifier``), its 128
   penultimate features of ``preprocess_digits(to_uint8(x))``.
 * ``resnet50`` / ``vgg16``: torchvision architectures loaded from the local file ``prior.weights``
   (never downloaded): resnet50's 2048-d pooled features, vgg16's 4096-d fc7 (after its ReLU).
@@ -28,17 +28,16 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from tuneable_gan.cache_files import file_hash, short_hash
 from tuneable_gan.config import PriorConfig
-from tuneable_gan.errors import ConfigError, UserError
-from tuneable_gan.extractors import (
+from tuneable_gan.data import to_uint8
+from tuneable_gan.digits_cnn import (
     DigitsCNN,
     ensure_digits_classifier,
-    file_hash,
     load_digits_classifier,
     preprocess_digits,
-    short_hash,
-    to_uint8,
 )
+from tuneable_gan.errors import ConfigError, UserError
 from tuneable_gan.registry import Registry
 
 IMAGENET_RESOLUTION = 224
