@@ -5,6 +5,7 @@ torch-fidelity so FID, IS and KID run through exactly the code path Inception us
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from tuneable_gan.cache_files import file_lock, short_hash
 from tuneable_gan.config import DataConfig
 from tuneable_gan.data import load_data, resize_images, to_uint8
+from tuneable_gan.disk import write_atomic, writing
 
 DIGITS_FIDELITY_NAME = "tgan-digits-cnn"
 DIGITS_FEATURES = "128"
@@ -175,10 +177,6 @@ def digits_classifier_path(cache_dir: Path) -> Path:
 def ensure_digits_classifier(cache_dir: Path) -> Path:
     """The cached classifier file, trained on first use (a few seconds) and reused after. A full
     disk is one ``DiskFullError`` line naming the cache file; no partial file is left."""
-    import io
-
-    from tuneable_gan.disk import write_atomic, writing
-
     path = digits_classifier_path(cache_dir)
     if path.is_file():
         return path

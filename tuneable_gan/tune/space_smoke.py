@@ -47,10 +47,9 @@ def smoke_doc(doc: dict[str, Any], base: Config) -> dict[str, Any]:
     doc["space"] = {k: {"grid": ax["grid"][:2 if grids.index(k) < 2 else 1]}
                     if "grid" in ax else ax for k, ax in space.items()}
     t = doc["tune"]
-    pbt = isinstance(t["scheduler"], dict) and next(iter(t["scheduler"])) in PBT_SCHEDULERS
-    # A population of one never exploits: PBT keeps two.
-    t["num_samples"] = 2 if t["search"] == "optuna" or pbt else 1
     name = next(iter(t["scheduler"])) if isinstance(t["scheduler"], dict) else None
+    # A population of one never exploits: PBT keeps two.
+    t["num_samples"] = 2 if t["search"] == "optuna" or name in PBT_SCHEDULERS else 1
     if name in ASHA_SCHEDULERS:
         asha = t["scheduler"][name]
         asha["grace_period"] = 1
